@@ -1,0 +1,1 @@
+"""The traffic-agent: the sidecar that sends a workload's traffic to a laptop."""

@@ -1,0 +1,1 @@
+"""The traffic-manager: control API, session registry, outbound relay, agent injector."""
