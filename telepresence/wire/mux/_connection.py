@@ -1,0 +1,782 @@
+"""The mux connection as a sans-I/O state machine: bytes in, events out, bytes to send.
+
+A :class:`Connection` never touches a socket or a clock. Its inputs are ``receive_data()``
+(bytes from the transport), ``handle_timer()`` and the application's commands
+(``open_stream()``, ``send_data()``, ...), each given the current time where time matters.
+Its outputs are events (``next_event()``) and bytes for the transport (``data_to_send()``).
+The async shell in ``telepresence.wire.shell`` is the only thing that moves those bytes.
+
+Faults are split as in h11: bytes from the peer that break the protocol never raise; they
+reset one stream (RESET with a reason) or end the connection (GO_AWAY with a reason and a
+``ConnectionTerminated`` event). Commands the protocol does not allow raise
+:class:`LocalProtocolError` to the caller.
+
+Stream ids: the client opens odd ids (1, 3, ...), the server even ids (2, 4, ...), each side
+strictly increasing, so the two never collide and a closed id is never reused. A frame for an
+id the peer opened earlier but that is now closed is dropped silently: it was in flight when
+the stream ended.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections import deque
+from dataclasses import dataclass, field
+
+from telepresence.wire.mux import _frames as wire
+from telepresence.wire.mux._errors import LocalProtocolError, ProtocolError, ResetReason
+from telepresence.wire.mux._events import (
+    ConnectionTerminated,
+    DatagramReceived,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    HandshakeComplete,
+    HelloReceived,
+    PongReceived,
+    SendWindowOpened,
+    StreamAccepted,
+    StreamClosed,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+from telepresence.wire.mux._flow import FlowSettings, ReceiveWindow
+from telepresence.wire.mux._frames import FrameType, OpenRequest, Protocol
+
+
+class Role(enum.Enum):
+    CLIENT = "client"  # dials the transport, sends the preface, opens odd stream ids
+    SERVER = "server"  # accepts the transport, checks the client's hello, opens even ids
+
+
+class State(enum.Enum):
+    AWAIT_PREFACE = "await-preface"  # server: the 8 magic bytes first
+    AWAIT_HELLO = "await-hello"  # the peer's HELLO is the only acceptable frame
+    AWAIT_ACCEPT = "await-accept"  # server: the application is checking the credentials
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+#: Which frames the peer may send in each connection state; anything else ends the
+#: connection with a PROTOCOL reason. The client sends nothing after its HELLO until the
+#: server answers, and a server may refuse a client with GO_AWAY before saying hello.
+ALLOWED_FRAMES: dict[State, frozenset[FrameType]] = {
+    State.AWAIT_PREFACE: frozenset(),
+    State.AWAIT_HELLO: frozenset({FrameType.HELLO, FrameType.GO_AWAY}),
+    State.AWAIT_ACCEPT: frozenset(),
+    State.OPEN: frozenset(FrameType) - {FrameType.HELLO},
+    State.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What this side allows its peer, and how it keeps the connection alive."""
+
+    #: Streams the peer may have open towards this side at once; more are reset.
+    max_concurrent_streams: int = 1024
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    #: Seconds between keepalive pings (which also refresh the RTT estimate).
+    keepalive_interval: float = 10.0
+    #: Seconds without any frame from the peer after which the connection is dead.
+    idle_timeout: float = 30.0
+
+
+#: Pings this side may have outstanding; older ones are forgotten (their pong is ignored).
+MAX_OUTSTANDING_PINGS = 8
+#: Control frames (pongs, window updates, resets) this side will queue for a peer that does
+#: not read them. A peer that makes us queue more is flooding: the connection ends.
+MAX_CONTROL_BACKLOG = 16384
+
+
+class _Stream:
+    __slots__ = (
+        "accepted",
+        "local_open",
+        "local_origin",
+        "protocol",
+        "receive",
+        "remote_open",
+        "send_credit",
+        "stream_id",
+    )
+
+    def __init__(
+        self, stream_id: int, protocol: Protocol, local_origin: bool, receive: int, send: int
+    ) -> None:
+        self.stream_id = stream_id
+        self.protocol = protocol
+        self.local_origin = local_origin  # this side opened it
+        self.accepted = False  # the acceptor answered OPEN|ACK
+        self.local_open = True  # this side may still send
+        self.remote_open = True  # the peer may still send
+        self.receive = ReceiveWindow(receive)
+        self.send_credit = send
+
+
+class _StreamError(Exception):
+    """The peer broke the protocol on one stream: reset it, keep the connection."""
+
+    def __init__(self, reason: ResetReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Connection:
+    """One end of a mux connection."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        now: float,
+        settings: Settings | None = None,
+        credentials: bytes = b"",
+    ) -> None:
+        self.role = role
+        self.settings = settings or Settings()
+        if len(credentials) > wire.MAX_CREDENTIALS:
+            raise LocalProtocolError("credentials longer than 4096 bytes")
+        self._credentials = credentials
+        self.state = State.AWAIT_PREFACE if role is Role.SERVER else State.AWAIT_HELLO
+        self.peer_hello: wire.Hello | None = None
+
+        self._streams: dict[int, _Stream] = {}
+        self._next_stream_id = 1 if role is Role.CLIENT else 2
+        self._peer_parity = 0 if role is Role.CLIENT else 1
+        self._highest_peer_stream = 0
+        self._local_streams = 0  # open streams this side started
+        self._remote_streams = 0  # open streams the peer started
+
+        flow = self.settings.flow
+        self._receive = ReceiveWindow(flow.initial_window)  # the connection's window
+        self._received_unreleased = 0
+        self._stream_windows = 0  # sum of the stream windows this side has granted
+        self._send_credit = 0  # connection credit the peer granted; set by its HELLO
+        self._stream_send_window = 0  # what each new stream starts with, from its HELLO
+
+        self._go_away_sent = False
+        self._go_away_received = False
+        self.terminated: ConnectionTerminated | None = None
+
+        self._inbound = bytearray()
+        self._outbound: list[bytes | memoryview] = []
+        self._outbound_size = 0
+        self._control_backlog = 0
+        self._events: deque[Event] = deque()
+
+        self.rtt: float | None = None  # smoothed round-trip time, seconds
+        self._pings: dict[int, float] = {}
+        self._ping_counter = 0
+        self._last_received = now
+        self._next_keepalive = now + self.settings.keepalive_interval
+
+        if role is Role.CLIENT:
+            self._write(wire.MAGIC)
+            self._send_frame(FrameType.HELLO, 0, wire.encode_hello(self._hello()))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def outbound_size(self) -> int:
+        """Bytes queued for the transport that ``data_to_send()`` has not handed out yet."""
+        return self._outbound_size
+
+    def can_open_stream(self) -> bool:
+        """Whether ``open_stream()`` would succeed now (handshake done, under the peer's limit,
+        nobody going away)."""
+        return (
+            self.state is State.OPEN
+            and not self._go_away_sent
+            and not self._go_away_received
+            and self.peer_hello is not None
+            and self._local_streams < self.peer_hello.max_concurrent_streams
+            and self._next_stream_id <= wire.MAX_STREAM_ID
+        )
+
+    def send_credit(self, stream_id: int) -> int:
+        """Payload bytes that may be sent on the stream now (0 if it cannot send)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.local_open or self.state is not State.OPEN:
+            return 0
+        return max(0, min(stream.send_credit, self._send_credit))
+
+    def stream_ids(self) -> list[int]:
+        return list(self._streams)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the transport, in order; empty when nothing is."""
+        if not self._outbound:
+            return b""
+        data = b"".join(self._outbound)
+        self._outbound.clear()
+        self._outbound_size = 0
+        self._control_backlog = 0
+        return data
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._outbound.append(data)
+        self._outbound_size += len(data)
+
+    def _send_frame(
+        self, frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
+    ) -> None:
+        self._write(wire.frame(frame_type, stream_id, payload, flags))
+
+    def _send_control(
+        self, frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
+    ) -> None:
+        self._control_backlog += 1
+        if self._control_backlog > MAX_CONTROL_BACKLOG:
+            raise ProtocolError(
+                ResetReason.PROTOCOL, "peer floods control frames without reading the answers"
+            )
+        self._send_frame(frame_type, stream_id, payload, flags)
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    def _hello(self) -> wire.Hello:
+        return wire.Hello(
+            max_concurrent_streams=self.settings.max_concurrent_streams,
+            initial_stream_window=self.settings.flow.initial_window,
+            initial_connection_window=self.settings.flow.initial_window,
+            credentials=self._credentials,
+        )
+
+    def accept_hello(self, now: float) -> None:
+        """Server: the client's credentials are good; answer HELLO and open the connection."""
+        if self.role is not Role.SERVER or self.state is not State.AWAIT_ACCEPT:
+            raise LocalProtocolError(f"accept_hello() in state {self.state.value}")
+        self._send_frame(FrameType.HELLO, 0, wire.encode_hello(self._hello()))
+        self.state = State.OPEN
+        self.ping(now)
+
+    def _on_hello(self, hello: wire.Hello, now: float) -> None:
+        self.peer_hello = hello
+        self._send_credit = hello.initial_connection_window
+        self._stream_send_window = hello.initial_stream_window
+        if self.role is Role.SERVER:
+            self.state = State.AWAIT_ACCEPT
+            self._events.append(HelloReceived(hello))
+        else:
+            self.state = State.OPEN
+            self._events.append(HandshakeComplete(hello))
+            self.ping(now)
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Feed bytes from the transport; events and answers queue up as frames complete."""
+        if self.state is State.CLOSED or not data:
+            return
+        self._last_received = now
+        buffer = self._inbound
+        buffer += data
+        try:
+            consumed = self._parse(buffer, now)
+        except ProtocolError as error:
+            self._fail(error.reason, error.message)
+            buffer.clear()
+            return
+        if self.closed:
+            buffer.clear()
+            return
+        del buffer[:consumed]
+        if self._received_unreleased and self.state is State.OPEN:
+            self._release_connection_credit(now)
+
+    def _parse(self, buffer: bytearray, now: float) -> int:
+        """Handle every complete frame in ``buffer``; return how many bytes they took."""
+        pos = 0
+        end = len(buffer)
+        if self.state is State.AWAIT_PREFACE:
+            if end < len(wire.MAGIC):
+                if not wire.MAGIC.startswith(bytes(buffer)):
+                    raise ProtocolError(ResetReason.PROTOCOL, "peer does not speak tpmux")
+                return 0
+            if bytes(buffer[: len(wire.MAGIC)]) != wire.MAGIC:
+                raise ProtocolError(ResetReason.PROTOCOL, "peer does not speak tpmux")
+            pos = len(wire.MAGIC)
+            self.state = State.AWAIT_HELLO
+        header = wire.HEADER
+        view = memoryview(buffer)
+        try:
+            while end - pos >= wire.HEADER_SIZE and not self.closed:
+                version, kind, flags, reserved, stream_id, length = header.unpack_from(view, pos)
+                if version != wire.VERSION:
+                    raise ProtocolError(
+                        ResetReason.PROTOCOL,
+                        f"frame version {version} not supported (this side speaks {wire.VERSION})",
+                    )
+                if length > wire.MAX_PAYLOAD:
+                    raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
+                start = pos + wire.HEADER_SIZE
+                if end - start < length:
+                    break
+                pos = start + length
+                payload = bytes(view[start:pos])
+                if reserved:
+                    raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
+                self._on_frame(kind, flags, stream_id, payload, now)
+        finally:
+            view.release()
+        return pos
+
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes, now: float) -> None:
+        try:
+            frame_type = FrameType(kind)
+        except ValueError:
+            raise ProtocolError(ResetReason.PROTOCOL, f"frame type {kind} unknown") from None
+        if frame_type not in ALLOWED_FRAMES[self.state]:
+            raise ProtocolError(
+                ResetReason.PROTOCOL, f"{frame_type.name} not allowed in state {self.state.value}"
+            )
+        if flags & ~wire.ALLOWED_FLAGS[frame_type]:
+            raise ProtocolError(ResetReason.PROTOCOL, f"{frame_type.name} has unknown flags")
+        on_connection = frame_type in wire.CONNECTION_FRAMES
+        if on_connection and stream_id != 0:
+            raise ProtocolError(ResetReason.PROTOCOL, f"{frame_type.name} on a stream")
+
+        if frame_type is FrameType.HELLO:
+            self._on_hello(wire.decode_hello(payload), now)
+        elif frame_type is FrameType.PING:
+            self._on_ping(flags, wire.decode_u64(payload, "PING"), now)
+        elif frame_type is FrameType.GO_AWAY:
+            self._on_go_away(*wire.decode_go_away(payload))
+        elif stream_id == 0:
+            if frame_type is not FrameType.WINDOW_UPDATE:
+                raise ProtocolError(ResetReason.PROTOCOL, f"{frame_type.name} on stream 0")
+            self._on_connection_window_update(wire.decode_u32(payload, "WINDOW_UPDATE"))
+        else:
+            self._on_stream_frame(frame_type, flags, stream_id, payload)
+
+    # -- stream frames ---------------------------------------------------------------------------
+
+    def _on_stream_frame(
+        self, frame_type: FrameType, flags: int, stream_id: int, payload: bytes
+    ) -> None:
+        if frame_type in (FrameType.DATA, FrameType.DATAGRAM):
+            # Connection credit is spent by every data frame, even one for a stream that has
+            # just closed, or the two sides' accounts would drift apart.
+            if not self._receive.take(len(payload)):
+                raise ProtocolError(ResetReason.PROTOCOL, "connection flow-control window exceeded")
+            self._received_unreleased += len(payload)
+
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._on_unknown_stream(frame_type, flags, stream_id, payload)
+            return
+        try:
+            self._stream_frame(stream, frame_type, flags, payload)
+        except _StreamError as error:
+            self._forget(stream)
+            self._send_control(
+                FrameType.RESET, stream_id, wire.encode_reason(error.reason, error.message)
+            )
+            self._events.append(StreamReset(stream_id, error.reason, error.message, remote=False))
+
+    def _on_unknown_stream(
+        self, frame_type: FrameType, flags: int, stream_id: int, payload: bytes
+    ) -> None:
+        if stream_id % 2 == self._peer_parity:
+            if stream_id > self._highest_peer_stream:
+                if frame_type is FrameType.OPEN and not flags:
+                    self._on_open(stream_id, payload)
+                    return
+                raise ProtocolError(
+                    ResetReason.PROTOCOL, f"{frame_type.name} on stream {stream_id} never opened"
+                )
+        elif stream_id >= self._next_stream_id:
+            raise ProtocolError(
+                ResetReason.PROTOCOL, f"{frame_type.name} on stream {stream_id} never opened"
+            )
+        # Otherwise the stream existed and is closed: the frame crossed our RESET or
+        # HALF_CLOSE on the wire. Drop it (its connection credit is already accounted for).
+
+    def _on_open(self, stream_id: int, payload: bytes) -> None:
+        self._highest_peer_stream = stream_id
+        try:
+            request = wire.decode_open(payload)
+        except ProtocolError as error:
+            # A malformed OPEN costs the peer that one stream, not the connection.
+            self._send_control(
+                FrameType.RESET, stream_id, wire.encode_reason(error.reason, error.message)
+            )
+            return
+        if self._go_away_sent:
+            self._send_control(
+                FrameType.RESET,
+                stream_id,
+                wire.encode_reason(ResetReason.REFUSED, "connection is going away"),
+            )
+            return
+        if self._remote_streams >= self.settings.max_concurrent_streams:
+            message = f"more than {self.settings.max_concurrent_streams} concurrent streams"
+            self._send_control(
+                FrameType.RESET, stream_id, wire.encode_reason(ResetReason.STREAM_LIMIT, message)
+            )
+            return
+        self._add_stream(stream_id, request.protocol, local_origin=False)
+        self._events.append(StreamOpened(stream_id, request))
+
+    #: Per-stream rules, by frame type: (the peer must still be sending, the protocol it
+    #: needs or None for any). DATA belongs to TCP streams and DATAGRAM to UDP streams;
+    #: nothing but RESET and WINDOW_UPDATE may follow the peer's HALF_CLOSE.
+    STREAM_RULES: dict[FrameType, tuple[bool, Protocol | None]] = {  # noqa: RUF012
+        FrameType.OPEN: (False, None),
+        FrameType.DATA: (True, Protocol.TCP),
+        FrameType.DATAGRAM: (True, Protocol.UDP),
+        FrameType.WINDOW_UPDATE: (False, None),
+        FrameType.HALF_CLOSE: (True, None),
+        FrameType.RESET: (False, None),
+    }
+
+    def _stream_frame(
+        self, stream: _Stream, frame_type: FrameType, flags: int, payload: bytes
+    ) -> None:
+        needs_remote_open, protocol = self.STREAM_RULES[frame_type]
+        if needs_remote_open and not stream.remote_open:
+            raise _StreamError(ResetReason.PROTOCOL, f"{frame_type.name} after HALF_CLOSE")
+        if protocol is not None and stream.protocol is not protocol:
+            raise _StreamError(
+                ResetReason.PROTOCOL, f"{frame_type.name} on a {stream.protocol.name} stream"
+            )
+        sid = stream.stream_id
+        if frame_type is FrameType.DATA or frame_type is FrameType.DATAGRAM:
+            if not stream.receive.take(len(payload)):
+                raise _StreamError(ResetReason.PROTOCOL, "stream flow-control window exceeded")
+            if frame_type is FrameType.DATA:
+                if payload:
+                    self._events.append(DataReceived(sid, payload))
+            else:
+                self._events.append(DatagramReceived(sid, payload))
+        elif frame_type is FrameType.WINDOW_UPDATE:
+            increment = wire.decode_u32(payload, "WINDOW_UPDATE")
+            if increment == 0 or stream.send_credit + increment > wire.MAX_WINDOW:
+                raise _StreamError(ResetReason.PROTOCOL, "WINDOW_UPDATE increment invalid")
+            stream.send_credit += increment
+            self._events.append(SendWindowOpened(sid))
+        elif frame_type is FrameType.HALF_CLOSE:
+            if payload:
+                raise _StreamError(ResetReason.PROTOCOL, "HALF_CLOSE carries a payload")
+            stream.remote_open = False
+            self._events.append(StreamEnded(sid))
+            if not stream.local_open:
+                self._forget(stream)
+                self._events.append(StreamClosed(sid))
+        elif frame_type is FrameType.RESET:
+            reason, message = wire.decode_reason(payload)
+            self._forget(stream)
+            self._events.append(StreamReset(sid, reason, message, remote=True))
+        else:  # OPEN on a live stream: only the acceptor's answer is allowed
+            if flags != wire.FLAG_ACK or payload:
+                raise ProtocolError(ResetReason.PROTOCOL, f"stream {sid} opened twice")
+            if not stream.local_origin or stream.accepted:
+                raise _StreamError(ResetReason.PROTOCOL, "unexpected OPEN acknowledgement")
+            stream.accepted = True
+            self._events.append(StreamAccepted(sid))
+
+    # -- connection frames -----------------------------------------------------------------------
+
+    def _on_connection_window_update(self, increment: int) -> None:
+        if increment == 0 or self._send_credit + increment > wire.MAX_WINDOW:
+            raise ProtocolError(ResetReason.PROTOCOL, "connection WINDOW_UPDATE increment invalid")
+        self._send_credit += increment
+        self._events.append(SendWindowOpened(0))
+
+    def _on_ping(self, flags: int, opaque: int, now: float) -> None:
+        if not flags & wire.FLAG_ACK:
+            self._send_control(FrameType.PING, 0, wire.encode_u64(opaque), wire.FLAG_ACK)
+            return
+        sent = self._pings.pop(opaque, None)
+        if sent is None:
+            return  # a pong for a ping already forgotten
+        sample = max(now - sent, 0.0)
+        # RFC 6298 smoothing, so that one delayed pong does not swing the windows.
+        self.rtt = sample if self.rtt is None else 0.875 * self.rtt + 0.125 * sample
+        self._events.append(PongReceived(sample))
+
+    def _on_go_away(self, last_stream_id: int, reason: ResetReason, message: str) -> None:
+        if self.state is State.AWAIT_HELLO:  # refused before the handshake completed
+            self._terminate(reason, message, remote=True)
+            return
+        self._go_away_received = True
+        self._events.append(GoAwayReceived(last_stream_id, reason, message))
+        for stream in list(self._streams.values()):
+            if stream.local_origin and stream.stream_id > last_stream_id:
+                self._forget(stream)
+                note = f"peer is going away: {message}" if message else "peer is going away"
+                self._events.append(
+                    StreamReset(stream.stream_id, ResetReason.REFUSED, note, remote=True)
+                )
+        if reason is not ResetReason.NO_ERROR:
+            self._terminate(reason, message, remote=True)
+        else:
+            self._maybe_drained()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def open_stream(self, request: OpenRequest) -> int:
+        """Open a stream to ``request.destination``; returns its id. Data may follow at once."""
+        if not self.can_open_stream():
+            raise LocalProtocolError(self._why_cannot_open())
+        _check_request(request)
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
+        self._add_stream(stream_id, request.protocol, local_origin=True)
+        self._send_frame(FrameType.OPEN, stream_id, wire.encode_open(request))
+        return stream_id
+
+    def _why_cannot_open(self) -> str:
+        if self.state is not State.OPEN:
+            return f"connection is {self.state.value}"
+        if self._go_away_sent or self._go_away_received:
+            return "connection is going away"
+        if self._next_stream_id > wire.MAX_STREAM_ID:
+            return "stream ids exhausted: open a new connection"
+        return "peer's concurrent stream limit reached"
+
+    def accept_stream(self, stream_id: int) -> None:
+        """Tell the peer that the destination of a stream it opened is reached."""
+        stream = self._live_stream(stream_id)
+        if stream.local_origin:
+            raise LocalProtocolError(f"stream {stream_id} was opened by this side")
+        self._ensure_accepted(stream)
+
+    def _ensure_accepted(self, stream: _Stream) -> None:
+        if not stream.accepted and not stream.local_origin:
+            stream.accepted = True
+            self._send_frame(FrameType.OPEN, stream.stream_id, flags=wire.FLAG_ACK)
+
+    def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
+        """Queue as much of ``data`` as credit allows; returns how many bytes were taken.
+
+        ``data`` must not change until ``data_to_send()`` has handed it out.
+        """
+        stream = self._sending_stream(stream_id, Protocol.TCP)
+        count = min(len(data), stream.send_credit, self._send_credit)
+        if count <= 0:
+            return 0
+        stream.send_credit -= count
+        self._send_credit -= count
+        view = memoryview(data)
+        header = wire.HEADER
+        step = wire.MAX_PAYLOAD
+        for offset in range(0, count, step):
+            chunk = view[offset : min(offset + step, count)]
+            self._write(header.pack(wire.VERSION, FrameType.DATA, 0, 0, stream_id, len(chunk)))
+            self._write(chunk)
+        return count
+
+    def send_datagram(self, stream_id: int, data: bytes) -> bool:
+        """Queue one datagram; False (and nothing sent) when credit does not cover it, since a
+        datagram is never split and UDP may drop."""
+        stream = self._sending_stream(stream_id, Protocol.UDP)
+        if len(data) > wire.MAX_PAYLOAD:
+            raise LocalProtocolError(f"datagram of {len(data)} bytes exceeds 65524")
+        if len(data) > min(stream.send_credit, self._send_credit):
+            return False
+        stream.send_credit -= len(data)
+        self._send_credit -= len(data)
+        self._send_frame(FrameType.DATAGRAM, stream_id, bytes(data))
+        return True
+
+    def half_close(self, stream_id: int) -> None:
+        """This side sends no more on the stream (TCP FIN)."""
+        stream = self._live_stream(stream_id)
+        if not stream.local_open:
+            return
+        self._ensure_accepted(stream)
+        stream.local_open = False
+        self._send_frame(FrameType.HALF_CLOSE, stream_id)
+        if not stream.remote_open:
+            self._forget(stream)
+            self._events.append(StreamClosed(stream_id))
+
+    def reset_stream(self, stream_id: int, reason: ResetReason, message: str = "") -> None:
+        """Abort the stream in both directions; unknown or closed streams are ignored."""
+        stream = self._streams.get(stream_id)
+        if stream is None or self.state is State.CLOSED:
+            return
+        self._forget(stream)
+        self._send_frame(FrameType.RESET, stream_id, wire.encode_reason(reason, message))
+
+    def consumed(self, stream_id: int, count: int, now: float) -> None:
+        """The application has read ``count`` bytes of the stream: return credit as due."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.remote_open or self.state is not State.OPEN:
+            return
+        flow = self.settings.flow
+        limit = min(
+            flow.max_window, stream.receive.size + flow.stream_budget - self._stream_windows
+        )
+        before = stream.receive.size
+        increment = stream.receive.release(count, now, self.rtt, limit)
+        if increment:
+            self._stream_windows += stream.receive.size - before
+            self._send_frame(FrameType.WINDOW_UPDATE, stream_id, wire.encode_u32(increment))
+
+    def _release_connection_credit(self, now: float) -> None:
+        # The connection's credit comes back as soon as data reaches a stream's buffer, not
+        # when the application reads it: the stream windows bound what a stalled reader
+        # holds, so one stalled stream can never starve the others of connection credit.
+        count, self._received_unreleased = self._received_unreleased, 0
+        increment = self._receive.release(count, now, self.rtt, self.settings.flow.max_window)
+        if increment:
+            self._send_frame(FrameType.WINDOW_UPDATE, 0, wire.encode_u32(increment))
+
+    def ping(self, now: float) -> None:
+        """Send a PING; its PONG refreshes ``rtt`` and yields ``PongReceived``."""
+        if self.state is not State.OPEN:
+            return
+        self._ping_counter += 1
+        self._pings[self._ping_counter] = now
+        while len(self._pings) > MAX_OUTSTANDING_PINGS:
+            del self._pings[next(iter(self._pings))]
+        self._send_frame(FrameType.PING, 0, wire.encode_u64(self._ping_counter))
+
+    def go_away(self, reason: ResetReason = ResetReason.NO_ERROR, message: str = "") -> None:
+        """Take no new streams. With NO_ERROR, streams already open finish first and
+        ``ConnectionTerminated`` follows when the last one ends; any other reason ends the
+        connection now. Before the handshake completes, this refuses the peer."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is not State.OPEN or reason is not ResetReason.NO_ERROR:
+            self._fail(reason, message)
+            return
+        if not self._go_away_sent:
+            self._go_away_sent = True
+            self._send_frame(
+                FrameType.GO_AWAY,
+                0,
+                wire.encode_go_away(self._highest_peer_stream, reason, message),
+            )
+        self._maybe_drained()
+
+    def connection_lost(self, message: str = "transport closed") -> None:
+        """The transport ended under the connection (the shell saw EOF or an error)."""
+        if self.state is not State.CLOSED:
+            self._terminate(ResetReason.PROTOCOL, message, remote=True)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer()`` must next be called, or None."""
+        if self.state is State.CLOSED:
+            return None
+        idle = self._last_received + self.settings.idle_timeout
+        if self.state is not State.OPEN:
+            return idle
+        return min(idle, self._next_keepalive)
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        if now >= self._last_received + self.settings.idle_timeout:
+            self._fail(
+                ResetReason.TIMEOUT,
+                f"nothing received from the peer for {self.settings.idle_timeout:g} s",
+            )
+            return
+        if self.state is State.OPEN and now >= self._next_keepalive:
+            self._next_keepalive = now + self.settings.keepalive_interval
+            self.ping(now)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _add_stream(self, stream_id: int, protocol: Protocol, *, local_origin: bool) -> None:
+        window = self.settings.flow.initial_window
+        stream = _Stream(stream_id, protocol, local_origin, window, self._stream_send_window)
+        self._streams[stream_id] = stream
+        self._stream_windows += window
+        if local_origin:
+            self._local_streams += 1
+        else:
+            self._remote_streams += 1
+
+    def _forget(self, stream: _Stream) -> None:
+        del self._streams[stream.stream_id]
+        self._stream_windows -= stream.receive.size
+        if stream.local_origin:
+            self._local_streams -= 1
+        else:
+            self._remote_streams -= 1
+        self._maybe_drained()
+
+    def _maybe_drained(self) -> None:
+        going_away = self._go_away_sent or self._go_away_received
+        if going_away and not self._streams and self.state is State.OPEN:
+            self._terminate(ResetReason.NO_ERROR, "all streams done", remote=False)
+
+    def _live_stream(self, stream_id: int) -> _Stream:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"connection is {self.state.value}")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
+        return stream
+
+    def _sending_stream(self, stream_id: int, protocol: Protocol) -> _Stream:
+        stream = self._live_stream(stream_id)
+        if stream.protocol is not protocol:
+            raise LocalProtocolError(f"stream {stream_id} carries {stream.protocol.name}")
+        if not stream.local_open:
+            raise LocalProtocolError(f"stream {stream_id} is half-closed for sending")
+        self._ensure_accepted(stream)
+        return stream
+
+    def _fail(self, reason: ResetReason, message: str) -> None:
+        """End the connection because of this side's verdict, telling the peer why."""
+        self._send_frame(
+            FrameType.GO_AWAY, 0, wire.encode_go_away(self._highest_peer_stream, reason, message)
+        )
+        self._terminate(reason, message, remote=False)
+
+    def _terminate(self, reason: ResetReason, message: str, *, remote: bool) -> None:
+        self.state = State.CLOSED
+        self._streams.clear()
+        self._local_streams = self._remote_streams = self._stream_windows = 0
+        self.terminated = ConnectionTerminated(reason, message, remote)
+        self._events.append(self.terminated)
+
+
+def _check_request(request: OpenRequest) -> None:
+    for address, what in ((request.destination, "destination"), (request.origin, "origin")):
+        if address is None:
+            continue
+        if not 0 <= address.port <= 65535 or (what == "destination" and address.port == 0):
+            raise LocalProtocolError(f"{what} port {address.port} out of range")
+        if _is_ip(address.host):
+            continue
+        if what == "origin":
+            raise LocalProtocolError("origin must be an IP address")
+        try:
+            name = address.host.encode("idna")
+        except UnicodeError:
+            name = b""
+        if not 1 <= len(name) <= wire.MAX_NAME:
+            raise LocalProtocolError(f"destination {address.host!r} is not a valid name")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
