@@ -266,12 +266,13 @@ def test_datagram_without_credit_is_dropped_not_split() -> None:
 
 def test_ping_measures_round_trip_time() -> None:
     pair = Pair.handshake()
-    pair.client.ping(pair.clock.now)
+    ping_id = pair.client.ping(pair.clock.now)
     pair.server.receive_data(pair.client.data_to_send(), pair.clock.now)
     pair.clock.advance(0.025)
     pair.client.receive_data(pair.server.data_to_send(), pair.clock.now)
     event = pair.client.next_event()
     assert isinstance(event, mux.PongReceived)
+    assert event.ping_id == ping_id
     assert event.rtt == pytest.approx(0.025)
     assert pair.client.rtt is not None
     assert pair.client.rtt > 0

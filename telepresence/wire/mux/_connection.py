@@ -189,6 +189,11 @@ class Connection:
         return self.state is State.CLOSED
 
     @property
+    def going_away(self) -> bool:
+        """A GO_AWAY was sent or received: no new streams on this connection."""
+        return self._go_away_sent or self._go_away_received
+
+    @property
     def outbound_size(self) -> int:
         """Bytes queued for the transport that ``data_to_send()`` has not handed out yet."""
         return self._outbound_size
@@ -198,8 +203,7 @@ class Connection:
         nobody going away)."""
         return (
             self.state is State.OPEN
-            and not self._go_away_sent
-            and not self._go_away_received
+            and not self.going_away
             and self.peer_hello is not None
             and self._local_streams < self.peer_hello.max_concurrent_streams
             and self._next_stream_id <= wire.MAX_STREAM_ID
@@ -390,6 +394,7 @@ class Connection:
                 FrameType.RESET, stream_id, wire.encode_reason(error.reason, error.message)
             )
             self._events.append(StreamReset(stream_id, error.reason, error.message, remote=False))
+            self._maybe_drained()
 
     def _on_unknown_stream(
         self, frame_type: FrameType, flags: int, stream_id: int, payload: bytes
@@ -480,10 +485,12 @@ class Connection:
             if not stream.local_open:
                 self._forget(stream)
                 self._events.append(StreamClosed(sid))
+                self._maybe_drained()
         elif frame_type is FrameType.RESET:
             reason, message = wire.decode_reason(payload)
             self._forget(stream)
             self._events.append(StreamReset(sid, reason, message, remote=True))
+            self._maybe_drained()
         else:  # OPEN on a live stream: only the acceptor's answer is allowed
             if flags != wire.FLAG_ACK or payload:
                 raise ProtocolError(ResetReason.PROTOCOL, f"stream {sid} opened twice")
@@ -510,7 +517,7 @@ class Connection:
         sample = max(now - sent, 0.0)
         # RFC 6298 smoothing, so that one delayed pong does not swing the windows.
         self.rtt = sample if self.rtt is None else 0.875 * self.rtt + 0.125 * sample
-        self._events.append(PongReceived(sample))
+        self._events.append(PongReceived(opaque, sample))
 
     def _on_go_away(self, last_stream_id: int, reason: ResetReason, message: str) -> None:
         if self.state is State.AWAIT_HELLO:  # refused before the handshake completed
@@ -546,7 +553,7 @@ class Connection:
     def _why_cannot_open(self) -> str:
         if self.state is not State.OPEN:
             return f"connection is {self.state.value}"
-        if self._go_away_sent or self._go_away_received:
+        if self.going_away:
             return "connection is going away"
         if self._next_stream_id > wire.MAX_STREAM_ID:
             return "stream ids exhausted: open a new connection"
@@ -608,6 +615,7 @@ class Connection:
         if not stream.remote_open:
             self._forget(stream)
             self._events.append(StreamClosed(stream_id))
+            self._maybe_drained()
 
     def reset_stream(self, stream_id: int, reason: ResetReason, message: str = "") -> None:
         """Abort the stream in both directions; unknown or closed streams are ignored."""
@@ -616,6 +624,7 @@ class Connection:
             return
         self._forget(stream)
         self._send_frame(FrameType.RESET, stream_id, wire.encode_reason(reason, message))
+        self._maybe_drained()
 
     def consumed(self, stream_id: int, count: int, now: float) -> None:
         """The application has read ``count`` bytes of the stream: return credit as due."""
@@ -641,15 +650,17 @@ class Connection:
         if increment:
             self._send_frame(FrameType.WINDOW_UPDATE, 0, wire.encode_u32(increment))
 
-    def ping(self, now: float) -> None:
-        """Send a PING; its PONG refreshes ``rtt`` and yields ``PongReceived``."""
+    def ping(self, now: float) -> int:
+        """Send a PING; its PONG refreshes ``rtt`` and yields ``PongReceived`` with the id
+        returned here (0: not sent, the connection is not open)."""
         if self.state is not State.OPEN:
-            return
+            return 0
         self._ping_counter += 1
         self._pings[self._ping_counter] = now
         while len(self._pings) > MAX_OUTSTANDING_PINGS:
             del self._pings[next(iter(self._pings))]
         self._send_frame(FrameType.PING, 0, wire.encode_u64(self._ping_counter))
+        return self._ping_counter
 
     def go_away(self, reason: ResetReason = ResetReason.NO_ERROR, message: str = "") -> None:
         """Take no new streams. With NO_ERROR, streams already open finish first and
@@ -717,11 +728,9 @@ class Connection:
             self._local_streams -= 1
         else:
             self._remote_streams -= 1
-        self._maybe_drained()
 
     def _maybe_drained(self) -> None:
-        going_away = self._go_away_sent or self._go_away_received
-        if going_away and not self._streams and self.state is State.OPEN:
+        if self.going_away and not self._streams and self.state is State.OPEN:
             self._terminate(ResetReason.NO_ERROR, "all streams done", remote=False)
 
     def _live_stream(self, stream_id: int) -> _Stream:

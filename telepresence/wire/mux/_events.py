@@ -97,8 +97,9 @@ class SendWindowOpened:
 
 @dataclass(frozen=True, slots=True)
 class PongReceived:
-    """A ping this side sent came back after ``rtt`` seconds."""
+    """The ping ``ping_id`` (from ``ping()``) came back after ``rtt`` seconds."""
 
+    ping_id: int
     rtt: float
 
 

@@ -1,0 +1,262 @@
+"""Mux streams as anyio streams: a TCP kind is a ``ByteStream``, a UDP kind a datagram stream.
+
+A stream holds what the connection's reader delivered for it until the application reads it,
+and only then reports the bytes consumed to the core, which returns credit to the peer. So
+the peer can never put more than one window into a reader that does not read, and a sender
+waits for credit instead of queueing without bound: backpressure from the far application
+reaches the near one.
+
+Closing follows TCP. ``send_eof()`` is a FIN. ``aclose()`` sends a FIN if none was sent and,
+if the peer may still send, a RESET so that it stops (its unread data would otherwise arrive
+for nobody). A peer's RESET that follows its FIN does not take back what it sent: the data
+and the end of stream are still delivered, and only sending fails.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from telepresence.wire.mux import Address, OpenRequest, ResetReason
+
+if TYPE_CHECKING:
+    from telepresence.wire.shell._connection import MuxConnection
+
+#: Bytes a sender may queue ahead of the transport before it waits for the writer.
+OUTPUT_HIGH_WATER = 1024 * 1024
+
+
+class _StreamBase:
+    """State and life cycle shared by both kinds of stream."""
+
+    def __init__(
+        self, connection: MuxConnection, stream_id: int, request: OpenRequest, *, local: bool
+    ) -> None:
+        self._connection = connection
+        self.stream_id = stream_id
+        self.request = request
+        self.local = local  # this side opened it
+        self._chunks: deque[bytes] = deque()
+        self._eof = False  # the peer half-closed
+        self._sent_eof = False
+        self._closed = False  # aclose() or reset() was called here
+        self._error: anyio.BrokenResourceError | None = None
+        self._accepted = not local  # an incoming stream needs no answer to be usable here
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
+        self._accepted_event = anyio.Event()
+        self.dropped = 0  # datagrams dropped for want of credit (UDP kind)
+
+    @property
+    def destination(self) -> Address:
+        return self.request.destination
+
+    @property
+    def origin(self) -> Address | None:
+        return self.request.origin
+
+    # -- called by the connection's dispatcher --------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        if self._closed:
+            # Data after aclose(): TCP answers with RST, and so does this.
+            self._connection._reset(self.stream_id, ResetReason.CANCELLED, "stream was closed")
+            return
+        self._chunks.append(data)
+        self._readable.set()
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self._readable.set()
+
+    def _on_accepted(self) -> None:
+        self._accepted = True
+        self._accepted_event.set()
+
+    def _on_reset(self, error: anyio.BrokenResourceError) -> None:
+        if self._error is None:
+            self._error = error
+        self._readable.set()
+        self._writable.set()
+        self._accepted_event.set()
+
+    def _on_writable(self) -> None:
+        self._writable.set()
+
+    # -- shared behaviour ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._error is not None:
+            raise self._error
+
+    def _check_receivable(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._eof:
+            raise anyio.EndOfStream
+        if self._error is not None:
+            raise self._error
+
+    async def _wait_readable(self) -> None:
+        if self._readable.is_set():
+            self._readable = anyio.Event()
+            if self._chunks or self._eof or self._error is not None or self._closed:
+                return
+        await self._readable.wait()
+
+    async def _wait_writable(self) -> None:
+        if self._writable.is_set():
+            self._writable = anyio.Event()
+        self._connection._blocked_senders.add(self)
+        try:
+            await self._writable.wait()
+        finally:
+            self._connection._blocked_senders.discard(self)
+
+    async def wait_accepted(self) -> None:
+        """Wait until the peer answers the OPEN: raises :class:`StreamResetError` with the
+        reason (``refused``, ``unreachable``, ...) when the destination cannot be reached."""
+        while not self._accepted:
+            self._check_open()
+            await self._accepted_event.wait()
+        self._check_open()
+
+    def accept(self) -> None:
+        """Incoming stream: tell the peer its destination is reached. Sending data or EOF
+        does this implicitly."""
+        self._check_open()
+        self._connection._core.accept_stream(self.stream_id)
+        self._connection._pump()
+
+    def reset(self, reason: ResetReason = ResetReason.CANCELLED, message: str = "") -> None:
+        """Abort the stream both ways, telling the peer why (e.g. ``refused`` when dialling
+        the destination failed)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._connection._reset(self.stream_id, reason, message)
+        self._release()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._error is None:
+                self._connection._close_stream(self.stream_id, sent_eof=self._sent_eof)
+            self._release()
+        await anyio.lowlevel.checkpoint()
+
+    def _release(self) -> None:
+        self._chunks.clear()
+        self._connection._forget(self)
+        self._readable.set()
+        self._writable.set()
+        self._accepted_event.set()
+
+    def _report_consumed(self, count: int) -> None:
+        connection = self._connection
+        connection._core.consumed(self.stream_id, count, anyio.current_time())
+        connection._pump()
+
+
+class MuxStream(_StreamBase, anyio.abc.ByteStream):
+    """A TCP stream through the mux: bytes both ways, half-close, reset with a reason."""
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        waited = False
+        while not self._chunks:
+            self._check_receivable()
+            await self._wait_readable()
+            waited = True
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if not waited:
+            await anyio.lowlevel.checkpoint()
+        chunks = self._chunks
+        first = chunks[0]
+        if len(first) > max_bytes:
+            chunks[0] = first[max_bytes:]
+            data = first[:max_bytes]
+        elif len(chunks) == 1 or len(first) + len(chunks[1]) > max_bytes:
+            data = chunks.popleft()
+        else:
+            # Join small chunks (a short tail frame, an interactive protocol) into one read.
+            parts = []
+            size = 0
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                part = chunks.popleft()
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
+        self._report_consumed(len(data))
+        return data
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        connection = self._connection
+        core = connection._core
+        # The core frames memoryviews of the data without copying; a mutable buffer could
+        # change before the writer copies it out, so take a snapshot of those.
+        data = item if isinstance(item, bytes) else bytes(item)
+        view = memoryview(data)
+        position = 0
+        waited = False
+        while True:
+            self._check_open()
+            if self._sent_eof:
+                raise anyio.ClosedResourceError("stream was half-closed with send_eof()")
+            if position < len(view):
+                position += core.send_data(self.stream_id, view[position:])
+                connection._pump()
+            if core.outbound_size > OUTPUT_HIGH_WATER:
+                await connection._wait_output_taken()
+                waited = True
+            elif position < len(view):
+                await self._wait_writable()
+                waited = True
+            else:
+                break
+        if not waited:
+            await anyio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        if not self._sent_eof:
+            self._check_open()
+            self._sent_eof = True
+            self._connection._core.half_close(self.stream_id)
+            self._connection._pump()
+        await anyio.lowlevel.checkpoint()
+
+
+class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
+    """A UDP flow through the mux: each ``send()`` is one datagram, each ``receive()`` one.
+
+    Like UDP it may drop: a datagram that the peer's window has no room for is not sent
+    (``dropped`` counts them) rather than queued or split.
+    """
+
+    async def receive(self) -> bytes:
+        waited = False
+        while not self._chunks:
+            self._check_receivable()
+            await self._wait_readable()
+            waited = True
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if not waited:
+            await anyio.lowlevel.checkpoint()
+        datagram = self._chunks.popleft()
+        self._report_consumed(len(datagram))
+        return datagram
+
+    async def send(self, item: bytes) -> None:
+        self._check_open()
+        connection = self._connection
+        if not connection._core.send_datagram(self.stream_id, bytes(item)):
+            self.dropped += 1
+        connection._pump()
+        await anyio.lowlevel.checkpoint()

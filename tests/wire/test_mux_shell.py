@@ -1,0 +1,377 @@
+"""The async shell over in-memory byte streams, on asyncio, uvloop and trio."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from telepresence.wire import mux, shell
+from tests.wire.memory_transport import MemoryByteStream, memory_stream_pair
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.anyio
+
+KIB = 1024
+MIB = 1024 * KIB
+REFUSING_PORT = 81
+
+
+async def serve_echo(connection: shell.MuxConnection) -> None:
+    """Accept streams: echo TCP to EOF and UDP datagrams; refuse port 81."""
+
+    async def echo(stream: shell.MuxStream | shell.MuxDatagramStream) -> None:
+        if stream.destination.port == REFUSING_PORT:
+            stream.reset(mux.ResetReason.REFUSED, "connect: connection refused")
+            return
+        stream.accept()
+        async with stream:
+            try:
+                if isinstance(stream, shell.MuxStream):
+                    async for chunk in stream:
+                        await stream.send(chunk)
+                    await stream.send_eof()
+                else:
+                    async for datagram in stream:
+                        await stream.send(b"echo:" + datagram)
+            except anyio.BrokenResourceError:
+                pass
+
+    async with anyio.create_task_group() as tasks:
+        while True:
+            try:
+                stream = await connection.accept_stream()
+            except (anyio.EndOfStream, shell.ConnectionLostError):
+                return
+            tasks.start_soon(echo, stream)
+
+
+@asynccontextmanager
+async def connected(
+    *,
+    server: bool = True,
+    client_settings: mux.Settings | None = None,
+    server_settings: mux.Settings | None = None,
+    chunks: int = 16,
+) -> AsyncIterator[tuple[shell.MuxConnection, shell.MuxConnection, MemoryByteStream]]:
+    """A client and a server connection over memory; the server echoes unless told not to."""
+    client_transport, server_transport = memory_stream_pair(chunks)
+    ready = anyio.Event()
+    done = anyio.Event()
+    box: list[shell.MuxConnection] = []
+
+    async def run_server() -> None:
+        async with shell.accept(server_transport, settings=server_settings) as connection:
+            box.append(connection)
+            ready.set()
+            async with anyio.create_task_group() as tasks:
+                if server:
+                    tasks.start_soon(serve_echo, connection)
+                await done.wait()
+                tasks.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run_server)
+        async with shell.connect(
+            client_transport, credentials=b"token", settings=client_settings
+        ) as client:
+            await ready.wait()
+            try:
+                yield client, box[0], client_transport
+            finally:
+                done.set()
+
+
+async def test_tcp_stream_echoes_and_half_closes() -> None:
+    async with connected() as (client, _, _):
+        stream = await client.open_stream("echo.default", 8080)
+        assert stream.destination == mux.Address("echo.default", 8080)
+        await stream.send(b"hello, ")
+        await stream.send(bytearray(b"world"))
+        await stream.send_eof()
+        received = b""
+        async for chunk in stream:
+            received += chunk
+        assert received == b"hello, world"
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"after eof")
+        await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.receive()
+
+
+async def test_server_half_closes_first_and_client_keeps_sending() -> None:
+    async with connected(server=False) as (client, server, _):
+        async with anyio.create_task_group() as tasks:
+
+            async def serve_one() -> None:
+                incoming = await server.accept_stream()
+                assert isinstance(incoming, shell.MuxStream)
+                await incoming.send(b"banner\n")
+                await incoming.send_eof()
+                got = b""
+                async for chunk in incoming:
+                    got += chunk
+                assert got == b"request after the server's FIN"
+                await incoming.aclose()
+
+            tasks.start_soon(serve_one)
+            stream = await client.open_stream("10.0.0.1", 25)
+            assert await stream.receive() == b"banner\n"
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+            await stream.send(b"request after the server's FIN")
+            await stream.send_eof()
+        await stream.aclose()
+
+
+async def test_refused_destination_raises_with_the_reason() -> None:
+    async with connected() as (client, _, _):
+        with pytest.raises(shell.StreamResetError) as caught:
+            await client.open_stream("10.96.0.12", REFUSING_PORT)
+        assert caught.value.reason is mux.ResetReason.REFUSED
+        assert caught.value.remote
+        assert "connection refused" in str(caught.value)
+        assert isinstance(caught.value, anyio.BrokenResourceError)
+
+
+async def test_udp_flow_keeps_datagram_boundaries() -> None:
+    async with connected() as (client, _, _):
+        flow = await client.open_datagram_stream("10.96.0.10", 53)
+        for query in (b"a", b"", b"q" * 60000):
+            await flow.send(query)
+            assert await flow.receive() == b"echo:" + query
+        await flow.aclose()
+
+
+async def test_many_concurrent_streams_each_get_their_own_bytes() -> None:
+    async with connected() as (client, _, _):
+
+        async def one(index: int) -> None:
+            stream = await client.open_stream("10.96.0.12", 8080)
+            payload = hashlib.sha256(str(index).encode()).digest() * (40 * KIB // 32)
+            async with anyio.create_task_group() as tasks:
+
+                async def write() -> None:
+                    await stream.send(payload)
+                    await stream.send_eof()
+
+                tasks.start_soon(write)
+                received = bytearray()
+                async for chunk in stream:
+                    received += chunk
+            assert received == payload
+            await stream.aclose()
+
+        async with anyio.create_task_group() as tasks:
+            for index in range(200):
+                tasks.start_soon(one, index)
+
+
+async def test_stalled_reader_does_not_stop_other_streams() -> None:
+    async with connected(server=False) as (client, server, _):
+        streams: dict[int, shell.MuxStream] = {}
+        delivered = 0
+
+        async def sink_busy() -> None:
+            nonlocal delivered
+            incoming = await server.accept_stream()
+            assert isinstance(incoming, shell.MuxStream)
+            streams[incoming.destination.port] = incoming
+            incoming.accept()
+            async for chunk in incoming:
+                delivered += len(chunk)
+
+        async def accept_stalled() -> None:
+            incoming = await server.accept_stream()
+            assert isinstance(incoming, shell.MuxStream)
+            incoming.accept()  # ...and never reads it
+            streams[incoming.destination.port] = incoming
+
+        stalled_sent = 0
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(accept_stalled)
+            stalled = await client.open_stream("10.0.0.1", 1)
+            tasks.start_soon(sink_busy)
+            busy = await client.open_stream("10.0.0.2", 2)
+
+            async def flood_stalled() -> None:
+                nonlocal stalled_sent
+                chunk = b"s" * (64 * KIB)
+                while True:
+                    await stalled.send(chunk)
+                    stalled_sent += len(chunk)
+
+            tasks.start_soon(flood_stalled)
+            chunk = b"b" * (64 * KIB)
+            for _ in range(320):  # 20 MiB through the busy stream
+                await busy.send(chunk)
+            await busy.send_eof()
+            while delivered < 20 * MIB:
+                await wait_all_tasks_blocked()
+            assert delivered == 20 * MIB
+            # The stalled stream's sender is held to its window, not the other way round.
+            assert stalled_sent <= 256 * KIB + 64 * KIB
+            tasks.cancel_scope.cancel()
+
+
+async def test_backpressure_reaches_the_sender() -> None:
+    async with connected(server=False, chunks=4) as (client, server, transport):
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            chunk = b"p" * (64 * KIB)
+            stream = await client.open_stream("10.0.0.1", 9, wait_accepted=False)
+            while True:
+                await stream.send(chunk)
+                sent += len(chunk)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(flood)
+            incoming = await server.accept_stream()
+            assert isinstance(incoming, shell.MuxStream)
+            await wait_all_tasks_blocked()
+            before = sent
+            assert 0 < before <= 256 * KIB  # one stream window, nothing more
+            assert transport.bytes_sent <= 256 * KIB + 4 * KIB
+            # Reading frees credit and the sender moves on.
+            got = 0
+            while got < 512 * KIB:
+                got += len(await incoming.receive())
+            await wait_all_tasks_blocked()
+            assert sent > before
+            tasks.cancel_scope.cancel()
+
+
+async def test_stream_limit_makes_openers_wait_for_a_slot() -> None:
+    settings = mux.Settings(max_concurrent_streams=2)
+    async with connected(server_settings=settings) as (client, _, _):
+        first = await client.open_stream("10.0.0.1", 7)
+        second = await client.open_stream("10.0.0.1", 7)
+        third: list[shell.MuxStream] = []
+
+        async def open_third() -> None:
+            third.append(await client.open_stream("10.0.0.1", 7))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(open_third)
+            await wait_all_tasks_blocked()
+            assert third == []
+            await first.send_eof()
+            async for _ in first:
+                pass
+            await first.aclose()
+        assert len(third) == 1
+        await second.aclose()
+        await third[0].aclose()
+
+
+async def test_ping_measures_a_round_trip() -> None:
+    async with connected() as (client, server, _):
+        assert await client.ping() >= 0
+        assert await server.ping() >= 0
+        assert client.rtt is not None
+
+
+async def test_refused_credentials_fail_the_handshake() -> None:
+    client_transport, server_transport = memory_stream_pair()
+
+    async def refuse(credentials: bytes) -> None:
+        raise shell.CredentialsRefused(f"token {credentials.decode()!r} is not valid")
+
+    async def run_server() -> None:
+        with pytest.raises(shell.HandshakeError):
+            async with shell.accept(server_transport, authenticate=refuse):
+                pytest.fail("the handshake should have failed")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run_server)
+        with pytest.raises(shell.HandshakeError) as caught:
+            async with shell.connect(client_transport, credentials=b"stolen"):
+                pytest.fail("the handshake should have failed")
+    assert caught.value.reason is mux.ResetReason.POLICY
+    assert "'stolen' is not valid" in str(caught.value)
+
+
+async def test_drain_lets_open_streams_finish() -> None:
+    async with connected() as (client, server, _):
+        stream = await client.open_stream("10.0.0.1", 7)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(server.drain)
+            await wait_all_tasks_blocked()
+            with pytest.raises(anyio.ClosedResourceError):
+                await client.open_stream("10.0.0.1", 7)
+            await stream.send(b"still served")
+            assert await stream.receive() == b"still served"
+            await stream.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+            await stream.aclose()
+        ended = await client.wait_closed()
+        assert ended.reason is mux.ResetReason.NO_ERROR
+
+
+async def test_lost_transport_breaks_streams_with_the_cause() -> None:
+    async with connected() as (client, _, transport):
+        stream = await client.open_stream("10.0.0.1", 7)
+        await transport._receive.aclose()  # the network drops the link under us
+        with pytest.raises(shell.ConnectionLostError):
+            await stream.receive()
+        with pytest.raises(anyio.BrokenResourceError):
+            await stream.send(b"x")
+        with pytest.raises(shell.ConnectionLostError):
+            await client.open_stream("10.0.0.1", 7)
+
+
+async def test_leaving_the_context_releases_everything() -> None:
+    client_transport, server_transport = memory_stream_pair()
+    server_saw: list[BaseException] = []
+
+    async def run_server() -> None:
+        async with shell.accept(server_transport) as server:
+            incoming = await server.accept_stream()
+            incoming.accept()
+            assert isinstance(incoming, shell.MuxStream)
+            try:
+                await incoming.receive()
+            except anyio.BrokenResourceError as error:
+                server_saw.append(error)
+            await server.wait_closed()
+
+    streams: list[shell.MuxStream] = []
+
+    async def fail_with_a_stream_open() -> None:
+        async with shell.connect(client_transport) as client:
+            streams.append(await client.open_stream("10.0.0.1", 7))
+            raise RuntimeError("the body failed")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run_server)
+        with pytest.raises(RuntimeError, match="the body failed"):
+            await fail_with_a_stream_open()
+    with pytest.raises(anyio.BrokenResourceError):
+        await streams[0].send(b"the connection is gone")
+    assert len(server_saw) == 1
+    assert isinstance(server_saw[0], shell.StreamResetError)
+    with pytest.raises(anyio.ClosedResourceError):
+        await client_transport.send(b"transport is closed")
+
+
+async def test_cancelled_open_leaves_nothing_behind() -> None:
+    async with connected(server=False) as (client, server, _):
+        with anyio.move_on_after(0):
+            await client.open_stream("10.0.0.1", 7)  # the server never answers
+        incoming = await server.accept_stream()
+        with pytest.raises(shell.StreamResetError):
+            await incoming.receive()
+        assert client._core.stream_ids() == []
