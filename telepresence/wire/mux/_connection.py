@@ -71,6 +71,10 @@ ALLOWED_FRAMES: dict[State, frozenset[FrameType]] = {
 }
 
 
+#: States in which received frames are parsed; in AWAIT_ACCEPT they wait in the buffer.
+_PARSING = frozenset({State.AWAIT_HELLO, State.OPEN})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What this side allows its peer, and how it keeps the connection alive."""
@@ -270,6 +274,8 @@ class Connection:
         self._send_frame(FrameType.HELLO, 0, wire.encode_hello(self._hello()))
         self.state = State.OPEN
         self.ping(now)
+        if self._inbound:
+            self._process(now)
 
     def _on_hello(self, hello: wire.Hello, now: float) -> None:
         self.peer_hello = hello
@@ -290,8 +296,19 @@ class Connection:
         if self.state is State.CLOSED or not data:
             return
         self._last_received = now
+        self._inbound += data
+        self._process(now)
+
+    def _process(self, now: float) -> None:
         buffer = self._inbound
-        buffer += data
+        if self.state is State.AWAIT_ACCEPT:
+            # The application is still checking the client's credentials. A client sends
+            # nothing before the server's HELLO, but bytes can arrive in the same read as the
+            # HELLO after the timeline collapsed (a proxy, a replay): keep them, within reason.
+            if len(buffer) > wire.MAX_FRAME:
+                self._fail(ResetReason.PROTOCOL, "client sent frames before the handshake")
+                buffer.clear()
+            return
         try:
             consumed = self._parse(buffer, now)
         except ProtocolError as error:
@@ -321,7 +338,7 @@ class Connection:
         header = wire.HEADER
         view = memoryview(buffer)
         try:
-            while end - pos >= wire.HEADER_SIZE and not self.closed:
+            while end - pos >= wire.HEADER_SIZE and self.state in _PARSING:
                 version, kind, flags, reserved, stream_id, length = header.unpack_from(view, pos)
                 if version != wire.VERSION:
                     raise ProtocolError(
