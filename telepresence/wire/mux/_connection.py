@@ -220,6 +220,16 @@ class Connection:
             return 0
         return max(0, min(stream.send_credit, self._send_credit))
 
+    @property
+    def connection_credit(self) -> int:
+        """Connection-level credit the peer has granted and this side has not used."""
+        return self._send_credit
+
+    def stream_credit(self, stream_id: int) -> int:
+        """The stream's own credit, regardless of the connection's."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else stream.send_credit
+
     def stream_ids(self) -> list[int]:
         return list(self._streams)
 

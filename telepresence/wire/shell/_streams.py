@@ -46,9 +46,9 @@ class _StreamBase:
         self._closed = False  # aclose() or reset() was called here
         self._error: anyio.BrokenResourceError | None = None
         self._accepted = not local  # an incoming stream needs no answer to be usable here
-        self._readable = anyio.Event()
-        self._writable = anyio.Event()
-        self._accepted_event = anyio.Event()
+        self._readable = connection._event()
+        self._writable = connection._event()
+        self._accepted_event = connection._event()
         self.dropped = 0  # datagrams dropped for want of credit (UDP kind)
 
     @property
@@ -105,19 +105,24 @@ class _StreamBase:
 
     async def _wait_readable(self) -> None:
         if self._readable.is_set():
-            self._readable = anyio.Event()
+            self._readable = self._connection._event()
             if self._chunks or self._eof or self._error is not None or self._closed:
                 return
         await self._readable.wait()
 
     async def _wait_writable(self) -> None:
+        """Wait for credit: the stream's own, or else a turn at the connection's."""
         if self._writable.is_set():
-            self._writable = anyio.Event()
-        self._connection._blocked_senders.add(self)
+            self._writable = self._connection._event()
+        connection = self._connection
+        if connection._core.stream_credit(self.stream_id) <= 0:
+            await self._writable.wait()
+            return
+        connection._credit_queue[self] = None
         try:
             await self._writable.wait()
         finally:
-            self._connection._blocked_senders.discard(self)
+            connection._credit_queue.pop(self, None)
 
     async def wait_accepted(self) -> None:
         """Wait until the peer answers the OPEN: raises :class:`StreamResetError` with the
@@ -211,7 +216,9 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
                 raise anyio.ClosedResourceError("stream was half-closed with send_eof()")
             if position < len(view):
                 position += core.send_data(self.stream_id, view[position:])
-                connection._pump()
+                connection._pump(wake_writer=False)
+                if await connection._flush_inline():
+                    waited = True
             if core.outbound_size > OUTPUT_HIGH_WATER:
                 await connection._wait_output_taken()
                 waited = True
@@ -258,5 +265,6 @@ class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
         connection = self._connection
         if not connection._core.send_datagram(self.stream_id, bytes(item)):
             self.dropped += 1
-        connection._pump()
-        await anyio.lowlevel.checkpoint()
+        connection._pump(wake_writer=False)
+        if not await connection._flush_inline():
+            await anyio.lowlevel.checkpoint()
