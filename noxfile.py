@@ -22,7 +22,8 @@ def uv_run(session: nox.Session, *args: str, groups: tuple[str, ...] = ()) -> No
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite (pytest; posargs go to pytest)."""
-    uv_run(session, "pytest", *session.posargs, groups=("test",))
+    # The generator tests run protoc, so the tests need the proto group too.
+    uv_run(session, "pytest", *session.posargs, groups=("test", "proto"))
 
 
 @nox.session
