@@ -17,7 +17,9 @@ the body failed or was cancelled.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -399,7 +401,13 @@ async def _running(
     finally:
         connection._incoming_send.close()
         connection._incoming.close()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_GRACE):
+        # A broken link can fail its own close (anyio's TLS stream even fails close_notify
+        # after a failed read); releasing it with aclose_forcefully is then all that is left.
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(CLOSE_GRACE),
+            contextlib.suppress(anyio.BrokenResourceError, ssl.SSLError, OSError),
+        ):
             await transport.aclose()
         await anyio.aclose_forcefully(transport)
     if body_error is not None:

@@ -1,0 +1,342 @@
+"""Wire benchmark: the mux against raw TLS, between two processes over loopback.
+
+The parent process is the client; it starts a peer process (this module with ``peer``) that
+serves both a raw TLS port and a mux-over-TLS port, on the same event loop backend. In one
+run it measures:
+
+- bulk throughput, client to peer: raw TLS (the baseline), one mux stream, 64 mux streams;
+- 64-byte request/response round trips: raw TLS and one mux stream.
+
+Every transfer is checked: the peer answers with the byte count it received, and the echo
+must return exactly what was sent. Figures are MB/s (10^6 bytes per second) and microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSListener, TLSStream
+
+from telepresence.wire import shell, tls
+
+if TYPE_CHECKING:
+    import ssl
+
+SINK_PORT = 1  # mux destination ports: what the peer does with a stream
+ECHO_PORT = 2
+CHUNK = 64 * 1024
+MESSAGE = 64
+COUNT = struct.Struct("!Q")
+BACKENDS = ("asyncio", "uvloop", "trio")
+
+
+def _run(backend: str, func: Any, *args: Any) -> Any:
+    if backend == "trio":
+        return anyio.run(func, *args, backend="trio")
+    options = {"use_uvloop": backend == "uvloop"}
+    return anyio.run(func, *args, backend="asyncio", backend_options=options)
+
+
+# -- the peer process ------------------------------------------------------------------------
+
+
+async def _receive_exactly(stream: anyio.abc.ByteReceiveStream, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        data += await stream.receive(size - len(data))
+    return bytes(data)
+
+
+async def _raw_session(stream: anyio.abc.ByteStream) -> None:
+    """Raw TLS: 'S' + length: sink that many bytes, answer the count; 'E': echo 64-byte
+    messages until the client closes."""
+    mode = await _receive_exactly(stream, 1)
+    if mode == b"S":
+        (length,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
+        received = 0
+        while received < length:
+            received += len(await stream.receive(1 << 18))
+        await stream.send(COUNT.pack(received))
+    else:
+        try:
+            while True:
+                await stream.send(await stream.receive())
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+    await stream.aclose()
+
+
+async def _mux_stream(stream: shell.MuxStream | shell.MuxDatagramStream) -> None:
+    assert isinstance(stream, shell.MuxStream)
+    stream.accept()
+    async with stream:
+        if stream.destination.port == SINK_PORT:
+            received = 0
+            async for chunk in stream:
+                received += len(chunk)
+            await stream.send(COUNT.pack(received))
+            await stream.send_eof()
+        else:
+            async for chunk in stream:
+                await stream.send(chunk)
+
+
+async def _mux_session(transport: anyio.abc.ByteStream) -> None:
+    async with shell.accept(transport) as connection, anyio.create_task_group() as tasks:
+        while True:
+            try:
+                stream = await connection.accept_stream()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            tasks.start_soon(_mux_stream, stream)
+
+
+async def _peer(directory: str) -> None:
+    material = Path(directory)
+    identity = tls.Identity.load(material / "server.crt", material / "server.key")
+    context = tls.server_context(identity)
+    raw = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    mux = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    ports = {
+        "raw": raw.extra(anyio.abc.SocketAttribute.local_port),
+        "mux": mux.extra(anyio.abc.SocketAttribute.local_port),
+    }
+    print(json.dumps(ports), flush=True)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(TLSListener(raw, context, standard_compatible=False).serve, _raw_session)
+        tasks.start_soon(TLSListener(mux, context, standard_compatible=False).serve, _mux_session)
+        # The parent closes our stdin when it is done (or dies): then we stop.
+        await anyio.to_thread.run_sync(sys.stdin.read)
+        tasks.cancel_scope.cancel()
+
+
+# -- the client: measurements ----------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    raw_port: int
+    mux_port: int
+    context: ssl.SSLContext
+
+
+async def _connect_tls(peer: Peer, port: int) -> TLSStream:
+    tcp = await anyio.connect_tcp("127.0.0.1", port)
+    return await TLSStream.wrap(
+        tcp, hostname="localhost", ssl_context=peer.context, standard_compatible=False
+    )
+
+
+async def raw_throughput(peer: Peer, size: int) -> float:
+    stream = await _connect_tls(peer, peer.raw_port)
+    chunk = os.urandom(CHUNK)
+    start = time.perf_counter()
+    await stream.send(b"S" + COUNT.pack(size))
+    for _ in range(size // CHUNK):
+        await stream.send(chunk)
+    (received,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
+    elapsed = time.perf_counter() - start
+    await stream.aclose()
+    assert received == size, f"peer received {received} of {size} bytes"
+    return size / elapsed / 1e6
+
+
+async def mux_throughput(peer: Peer, size: int, streams: int) -> float:
+    transport = await _connect_tls(peer, peer.mux_port)
+    chunk = os.urandom(CHUNK)
+    per_stream = size // streams // CHUNK * CHUNK
+    async with shell.connect(transport) as connection:
+
+        async def one() -> None:
+            stream = await connection.open_stream("127.0.0.1", SINK_PORT)
+            for _ in range(per_stream // CHUNK):
+                await stream.send(chunk)
+            await stream.send_eof()
+            (received,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
+            assert received == per_stream, f"peer received {received} of {per_stream}"
+            await stream.aclose()
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tasks:
+            for _ in range(streams):
+                tasks.start_soon(one)
+        elapsed = time.perf_counter() - start
+    return per_stream * streams / elapsed / 1e6
+
+
+async def _round_trips(stream: anyio.abc.ByteStream, count: int) -> list[float]:
+    message = os.urandom(MESSAGE)
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await stream.send(message)
+        echoed = await _receive_exactly(stream, MESSAGE)
+        samples.append(time.perf_counter() - start)
+        assert echoed == message
+    return samples
+
+
+async def raw_rtt(peer: Peer, count: int) -> list[float]:
+    stream = await _connect_tls(peer, peer.raw_port)
+    await stream.send(b"E")
+    samples = await _round_trips(stream, count)
+    await stream.aclose()
+    return samples
+
+
+async def mux_rtt(peer: Peer, count: int) -> list[float]:
+    transport = await _connect_tls(peer, peer.mux_port)
+    async with shell.connect(transport) as connection:
+        stream = await connection.open_stream("127.0.0.1", ECHO_PORT)
+        samples = await _round_trips(stream, count)
+        await stream.aclose()
+    return samples
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _measure(peer: Peer, size: int, round_trips: int, repeat: int) -> dict[str, float]:
+    # Interleave the contenders and keep each one's best run, so a burst of load from
+    # elsewhere on the machine hurts one sample, not one contender.
+    await raw_throughput(peer, size // 8)  # warm up both paths
+    await mux_throughput(peer, size // 8, 1)
+    raw, one, many = [], [], []
+    for _ in range(repeat):
+        raw.append(await raw_throughput(peer, size))
+        one.append(await mux_throughput(peer, size, 1))
+        many.append(await mux_throughput(peer, size, 64))
+    raw_samples = await raw_rtt(peer, round_trips)
+    mux_samples = await mux_rtt(peer, round_trips)
+    return {
+        "raw_tls_MBps": max(raw),
+        "mux_1_MBps": max(one),
+        "mux_64_MBps": max(many),
+        "raw_rtt_p50_us": _percentile(raw_samples, 0.5) * 1e6,
+        "raw_rtt_p99_us": _percentile(raw_samples, 0.99) * 1e6,
+        "mux_rtt_p50_us": _percentile(mux_samples, 0.5) * 1e6,
+        "mux_rtt_p99_us": _percentile(mux_samples, 0.99) * 1e6,
+        "raw_tls_MBps_runs": statistics.fmean(raw),
+        "mux_1_MBps_runs": statistics.fmean(one),
+        "mux_64_MBps_runs": statistics.fmean(many),
+    }
+
+
+def _make_material(directory: Path) -> ssl.SSLContext:
+    authority = tls.create_ca("tpmux benchmark CA")
+    server = tls.issue_certificate(
+        authority, "localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True
+    )
+    server.save(directory / "server.crt", directory / "server.key")
+    return tls.client_context(authority.certificate)
+
+
+def run(backend: str, size: int, round_trips: int, repeat: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tpmux-bench-") as directory:
+        context = _make_material(Path(directory))
+        command = [sys.executable, "-m", "benchmarks.wire", "peer", backend, directory]
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+            try:
+                assert child.stdout is not None
+                ports = json.loads(child.stdout.readline())
+                peer = Peer(ports["raw"], ports["mux"], context)
+                figures = _run(backend, _measure, peer, size, round_trips, repeat)
+            finally:
+                assert child.stdin is not None
+                child.stdin.close()
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+    return {"backend": backend, "bytes": size, "round_trips": round_trips, **figures}
+
+
+def _targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    raw = figures["raw_tls_MBps"]
+    one, many = figures["mux_1_MBps"], figures["mux_64_MBps"]
+    added = figures["mux_rtt_p50_us"] - figures["raw_rtt_p50_us"]
+    return [
+        ("mux_1_MBps >= 0.6 x raw_tls_MBps", f"{one / raw:.2f} x", one >= 0.6 * raw),
+        ("mux_64_MBps >= 0.6 x raw_tls_MBps", f"{many / raw:.2f} x", many >= 0.6 * raw),
+        ("mux_rtt_p50_us <= raw_rtt_p50_us + 60", f"+{added:.0f} us", added <= 60),
+    ]
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tpmux over loopback TLS, two processes")
+    table.add_column("backend")
+    table.add_column("raw TLS MB/s", justify="right")
+    table.add_column("mux 1 stream MB/s", justify="right")
+    table.add_column("mux 64 streams MB/s", justify="right")
+    table.add_column("raw RTT p50/p99 us", justify="right")
+    table.add_column("mux RTT p50/p99 us", justify="right")
+    for figures in results:
+        table.add_row(
+            figures["backend"],
+            f"{figures['raw_tls_MBps']:.0f}",
+            f"{figures['mux_1_MBps']:.0f}",
+            f"{figures['mux_64_MBps']:.0f}",
+            f"{figures['raw_rtt_p50_us']:.0f} / {figures['raw_rtt_p99_us']:.0f}",
+            f"{figures['mux_rtt_p50_us']:.0f} / {figures['mux_rtt_p99_us']:.0f}",
+        )
+    console = Console()
+    console.print(table)
+    targets = Table(title="targets (issue 2)")
+    targets.add_column("backend")
+    targets.add_column("target")
+    targets.add_column("measured", justify="right")
+    targets.add_column("met")
+    for figures in results:
+        for name, measured, met in _targets(figures):
+            targets.add_row(figures["backend"], name, measured, "yes" if met else "NO")
+    console.print(targets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks wire", description=__doc__)
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--backend",
+        choices=(*BACKENDS, "all"),
+        default="all",
+        help="event loop for both processes (default: each in turn)",
+    )
+    parser.add_argument("--mib", type=int, default=512, help="MiB per throughput run")
+    parser.add_argument("--round-trips", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per contender; best kept")
+    args = parser.parse_args(argv)
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    results = [run(b, args.mib * 1024 * 1024, args.round_trips, args.repeat) for b in backends]
+    print_table(results)
+    if args.json:
+        # The headline keys are those of the first backend (asyncio, the daemons' default
+        # loop family); every backend's figures are kept under "backends".
+        document = {**results[0], "backends": results}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "peer":
+        _run(sys.argv[2], _peer, sys.argv[3])
+    else:
+        sys.exit(main())
