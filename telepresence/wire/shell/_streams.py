@@ -15,6 +15,7 @@ and the end of stream are still delivered, and only sending fails.
 from __future__ import annotations
 
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import anyio
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Bytes a sender may queue ahead of the transport before it waits for the writer.
 OUTPUT_HIGH_WATER = 1024 * 1024
+#: ``receive()`` joins buffered chunks into one result only up to this size.
+JOIN_LIMIT = 16 * 1024
 
 
 class _StreamBase:
@@ -165,7 +168,7 @@ class _StreamBase:
 
     def _report_consumed(self, count: int) -> None:
         connection = self._connection
-        connection._core.consumed(self.stream_id, count, anyio.current_time())
+        connection._core.consumed(self.stream_id, count, monotonic())
         connection._pump()
 
 
@@ -184,16 +187,18 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
             await anyio.lowlevel.checkpoint()
         chunks = self._chunks
         first = chunks[0]
+        join_limit = min(max_bytes, JOIN_LIMIT)
         if len(first) > max_bytes:
             chunks[0] = first[max_bytes:]
             data = first[:max_bytes]
-        elif len(chunks) == 1 or len(first) + len(chunks[1]) > max_bytes:
+        elif len(chunks) == 1 or len(first) + len(chunks[1]) > join_limit:
             data = chunks.popleft()
         else:
-            # Join small chunks (a short tail frame, an interactive protocol) into one read.
+            # Join small chunks (an interactive protocol's messages) into one read; large
+            # ones go out as they are, since copying them costs more than another call.
             parts = []
             size = 0
-            while chunks and size + len(chunks[0]) <= max_bytes:
+            while chunks and size + len(chunks[0]) <= join_limit:
                 part = chunks.popleft()
                 parts.append(part)
                 size += len(part)
