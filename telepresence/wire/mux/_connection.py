@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from telepresence.wire.mux import _frames as wire
+from telepresence.wire.mux._buffer import ChunkBuffer
 from telepresence.wire.mux._errors import LocalProtocolError, ProtocolError, ResetReason
 from telepresence.wire.mux._events import (
     ConnectionTerminated,
@@ -168,7 +169,7 @@ class Connection:
         self._go_away_received = False
         self.terminated: ConnectionTerminated | None = None
 
-        self._inbound = bytearray()
+        self._inbound = ChunkBuffer()
         self._outbound: list[bytes | memoryview] = []
         self._outbound_size = 0
         self._control_backlog = 0
@@ -286,7 +287,7 @@ class Connection:
         self._send_frame(FrameType.HELLO, 0, wire.encode_hello(self._hello()))
         self.state = State.OPEN
         self.ping(now)
-        if self._inbound:
+        if self._inbound.size:
             self._process(now)
 
     def _on_hello(self, hello: wire.Hello, now: float) -> None:
@@ -308,7 +309,7 @@ class Connection:
         if self.state is State.CLOSED or not data:
             return
         self._last_received = now
-        self._inbound += data
+        self._inbound.append(data)
         self._process(now)
 
     def _process(self, now: float) -> None:
@@ -317,59 +318,47 @@ class Connection:
             # The application is still checking the client's credentials. A client sends
             # nothing before the server's HELLO, but bytes can arrive in the same read as the
             # HELLO after the timeline collapsed (a proxy, a replay): keep them, within reason.
-            if len(buffer) > wire.MAX_FRAME:
+            if buffer.size > wire.MAX_FRAME:
                 self._fail(ResetReason.PROTOCOL, "client sent frames before the handshake")
                 buffer.clear()
             return
         try:
-            consumed = self._parse(buffer, now)
+            self._parse(buffer, now)
         except ProtocolError as error:
             self._fail(error.reason, error.message)
-            buffer.clear()
-            return
         if self.closed:
             buffer.clear()
-            return
-        del buffer[:consumed]
-        if self._received_unreleased and self.state is State.OPEN:
+        elif self._received_unreleased and self.state is State.OPEN:
             self._release_connection_credit(now)
 
-    def _parse(self, buffer: bytearray, now: float) -> int:
-        """Handle every complete frame in ``buffer``; return how many bytes they took."""
-        pos = 0
-        end = len(buffer)
+    def _parse(self, buffer: ChunkBuffer, now: float) -> None:
+        """Handle every complete frame in ``buffer``, leaving a partial one in it."""
         if self.state is State.AWAIT_PREFACE:
-            if end < len(wire.MAGIC):
-                if not wire.MAGIC.startswith(bytes(buffer)):
-                    raise ProtocolError(ResetReason.PROTOCOL, "peer does not speak tpmux")
-                return 0
-            if bytes(buffer[: len(wire.MAGIC)]) != wire.MAGIC:
+            preface = buffer.peek(min(buffer.size, len(wire.MAGIC)))
+            if not wire.MAGIC.startswith(preface):
                 raise ProtocolError(ResetReason.PROTOCOL, "peer does not speak tpmux")
-            pos = len(wire.MAGIC)
+            if len(preface) < len(wire.MAGIC):
+                return
+            buffer.take(len(wire.MAGIC))
             self.state = State.AWAIT_HELLO
-        header = wire.HEADER
-        view = memoryview(buffer)
-        try:
-            while end - pos >= wire.HEADER_SIZE and self.state in _PARSING:
-                version, kind, flags, reserved, stream_id, length = header.unpack_from(view, pos)
-                if version != wire.VERSION:
-                    raise ProtocolError(
-                        ResetReason.PROTOCOL,
-                        f"frame version {version} not supported (this side speaks {wire.VERSION})",
-                    )
-                if length > wire.MAX_PAYLOAD:
-                    raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
-                start = pos + wire.HEADER_SIZE
-                if end - start < length:
-                    break
-                pos = start + length
-                payload = bytes(view[start:pos])
-                if reserved:
-                    raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
-                self._on_frame(kind, flags, stream_id, payload, now)
-        finally:
-            view.release()
-        return pos
+        unpack = wire.HEADER.unpack
+        header_size = wire.HEADER_SIZE
+        while buffer.size >= header_size and self.state in _PARSING:
+            version, kind, flags, reserved, stream_id, length = unpack(buffer.peek(header_size))
+            if version != wire.VERSION:
+                raise ProtocolError(
+                    ResetReason.PROTOCOL,
+                    f"frame version {version} not supported (this side speaks {wire.VERSION})",
+                )
+            if length > wire.MAX_PAYLOAD:
+                raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
+            if buffer.size < header_size + length:
+                return
+            buffer.take(header_size)
+            payload = buffer.take(length) if length else b""
+            if reserved:
+                raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
+            self._on_frame(kind, flags, stream_id, payload, now)
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes, now: float) -> None:
         # A dict lookup, not FrameType(kind): this runs for every frame, and the enum's

@@ -184,7 +184,10 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
         if self._closed:
             raise anyio.ClosedResourceError
         if not waited:
-            await anyio.lowlevel.checkpoint()
+            # Data is here: check for cancellation without giving up the loop. A full
+            # checkpoint would cost a loop iteration per read; what a reader can take
+            # without yielding is bounded by the stream's window.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         chunks = self._chunks
         first = chunks[0]
         join_limit = min(max_bytes, JOIN_LIMIT)
@@ -260,7 +263,7 @@ class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
         if self._closed:
             raise anyio.ClosedResourceError
         if not waited:
-            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint_if_cancelled()  # as in MuxStream.receive
         datagram = self._chunks.popleft()
         self._report_consumed(len(datagram))
         return datagram
