@@ -375,3 +375,17 @@ async def test_cancelled_open_leaves_nothing_behind() -> None:
         with pytest.raises(shell.StreamResetError):
             await incoming.receive()
         assert client._core.stream_ids() == []
+
+
+async def test_idle_connection_is_kept_alive_by_pings() -> None:
+    # Regression: the timer slept until the pre-handshake idle deadline and sent no
+    # keepalives, so an idle connection timed out after idle_timeout.
+    settings = mux.Settings(keepalive_interval=0.1, idle_timeout=0.5)
+    async with connected(client_settings=settings, server_settings=settings) as (client, server, _):
+        await anyio.sleep(1.2)  # idle for more than twice the idle timeout
+        assert client.terminated is None
+        assert server.terminated is None
+        stream = await client.open_stream("10.0.0.1", 7)
+        await stream.send(b"still here")
+        assert await stream.receive() == b"still here"
+        await stream.aclose()

@@ -70,6 +70,7 @@ class MuxConnection:
         self._handshake = anyio.Event()
         self._closed = anyio.Event()
         self._capacity = anyio.Event()
+        self._timer_rearm = anyio.Event()
         self._pongs: dict[int, anyio.Event] = {}
         self._rtts: dict[int, float] = {}
         self.peer_credentials = b""
@@ -253,6 +254,7 @@ class MuxConnection:
                         done.set()
                 case mux.HandshakeComplete() | mux.HelloReceived():
                     self._handshake.set()
+                    self._timer_rearm.set()  # keepalives start: an earlier deadline
                 case mux.GoAwayReceived():
                     self._capacity.set()
                 case mux.ConnectionTerminated(reason, message, remote):
@@ -368,9 +370,14 @@ class MuxConnection:
             self._writer_done.set()
 
     async def _timer_loop(self) -> None:
+        # The core's deadlines only move later, except when the handshake completes and
+        # keepalives begin; the dispatcher sets _timer_rearm then.
         core = self._core
         while (deadline := core.next_deadline()) is not None:
-            await anyio.sleep(max(0.0, deadline - monotonic()))
+            with anyio.move_on_after(max(0.0, deadline - monotonic())):
+                await self._timer_rearm.wait()
+            if self._timer_rearm.is_set():
+                self._timer_rearm = self._event()
             core.handle_timer(monotonic())
             self._pump()
 
@@ -471,6 +478,7 @@ async def accept(
                 connection._pump()
                 raise HandshakeError(ResetReason.POLICY, str(refusal)) from refusal
         core.accept_hello(monotonic())
+        connection._timer_rearm.set()  # keepalives start: an earlier deadline
         connection._pump()
         yield connection
 

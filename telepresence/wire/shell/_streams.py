@@ -114,12 +114,19 @@ class _StreamBase:
         await self._readable.wait()
 
     async def _wait_writable(self) -> None:
-        """Wait for credit: the stream's own, or else a turn at the connection's."""
-        if self._writable.is_set():
-            self._writable = self._connection._event()
+        """Wait for credit: the stream's own, or else a turn at the connection's.
+
+        Credit can arrive while the caller was writing (the write lets the reader run), so
+        the condition is checked again here, after the old wake-up was discarded.
+        """
         connection = self._connection
-        if connection._core.stream_credit(self.stream_id) <= 0:
-            await self._writable.wait()
+        core = connection._core
+        if self._writable.is_set():
+            self._writable = connection._event()
+        if core.stream_credit(self.stream_id) <= 0:
+            await self._writable.wait()  # only this stream's WINDOW_UPDATE can help
+            return
+        if core.connection_credit > 0:
             return
         connection._credit_queue[self] = None
         try:
