@@ -49,7 +49,9 @@ def proto(session: nox.Session) -> None:
 @nox.session
 def proto_check(session: nox.Session) -> None:
     """Fail when the generated control API code is stale."""
-    uv_run(session, "python", "-m", "telepresence.wire.proto.generate", "--check", groups=("proto",))
+    uv_run(
+        session, "python", "-m", "telepresence.wire.proto.generate", "--check", groups=("proto",)
+    )
 
 
 @nox.session

@@ -6,7 +6,9 @@ import typer
 
 from telepresence import __version__
 
-app = typer.Typer(no_args_is_help=True, help="Join a Kubernetes cluster's network from this machine.")
+app = typer.Typer(
+    no_args_is_help=True, help="Join a Kubernetes cluster's network from this machine."
+)
 
 
 @app.command()
