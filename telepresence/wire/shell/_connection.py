@@ -1,25 +1,32 @@
-"""The mux core run over an anyio byte stream: three tasks and a dispatcher.
+"""The mux core run over an anyio byte stream: the dispatcher, the readers, the writer.
 
 ``connect()`` (the dialling side) and ``accept()`` (the listening side) are async context
-managers. Inside, one task group owns three tasks:
+managers; inside, a task group owns the connection's background tasks.
 
-- the reader feeds transport bytes to the core and dispatches its events to the streams;
-- the writer sends whatever the core queued; it is the only task that writes, so the reader
-  never blocks on a full transport (two peers blocked writing to each other while neither
-  reads is the classic multiplexer deadlock);
-- the timer wakes the core at its deadlines (keepalive pings, idle timeout).
+Reading: there is no dedicated reader task. Whoever waits for something from the network
+(a stream's next bytes, credit to send, an incoming stream, a pong) reads the transport
+itself if no other task is reading, and dispatches everything that arrives to everyone; the
+other waiters wait for their own events, and when the reading task has what it wanted it
+wakes the next waiter to take over. So a task waiting for its stream's next message usually
+reads it itself, without the task switch a reader task would add to every message (that
+switch was a third of the mux's added round-trip time). An idle reader task reads when no
+other task has for a while, so that an idle connection still answers pings.
 
-Application calls on streams (send, receive, close) go straight to the core and then through
-the same dispatcher, so every state change is handled in one place. Leaving the context
-manager resets what is still open, flushes the GO_AWAY and closes the transport, even when
-the body failed or was cancelled.
+Writing: senders write inline when no write is in progress; otherwise the writer task sends
+what they queued. The writer is also the only task that sends control frames (window updates,
+pongs), so a reader never blocks on a full transport (two peers blocked writing to each other
+while neither reads is the classic multiplexer deadlock).
+
+A timer task wakes the core at its deadlines (keepalive pings, idle timeout). Leaving the
+context manager resets what is still open, flushes the GO_AWAY and closes the transport, even
+when the body failed or was cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from time import monotonic
@@ -35,6 +42,8 @@ from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream, _Stre
 
 #: How much the reader asks the transport for at once: several frames per call.
 RECEIVE_SIZE = 256 * 1024
+#: Seconds without a read after which the idle reader task starts reading.
+IDLE_READ_DELAY = 0.005
 #: Seconds ``aclose()`` gives the writer to flush the final frames before it drops the link.
 CLOSE_GRACE = 2.0
 
@@ -57,9 +66,14 @@ class MuxConnection:
         self._credit_queue: dict[_StreamBase, None] = {}
         self._writing = False  # a task is inside transport.send()
         self._shield_writes = sniffio.current_async_library() != "asyncio"
-        self._incoming_send, self._incoming = anyio.create_memory_object_stream[_StreamBase](
-            max_buffer_size=math.inf  # bounded by the core's concurrent stream limit
-        )
+        self._incoming: deque[_StreamBase] = deque()  # bounded by the core's stream limit
+        self._incoming_closed = False
+        self._reading = False  # a task is inside transport.receive()
+        self._reads = 0  # transport reads so far: the idle reader watches it change
+        self._transport_done = False  # EOF or error: nothing more will be read
+        # Tasks waiting while another reads, first come first served. Waking one (to read in
+        # turn) sets its event; so every waiter re-checks its own condition when it wakes.
+        self._waiting: dict[object, anyio.Event] = {}
         # Waiting re-creates an event each time (anyio events cannot be cleared). The
         # backend's own class is built directly: ``anyio.Event()`` looks the backend up on
         # every call, which was a tenth of the cost of a small message.
@@ -70,6 +84,7 @@ class MuxConnection:
         self._handshake = anyio.Event()
         self._closed = anyio.Event()
         self._capacity = anyio.Event()
+        self._incoming_event = anyio.Event()
         self._timer_rearm = anyio.Event()
         self._pongs: dict[int, anyio.Event] = {}
         self._rtts: dict[int, float] = {}
@@ -120,11 +135,15 @@ class MuxConnection:
         Raises :class:`anyio.EndOfStream` when the connection ended cleanly, and
         :class:`ConnectionLostError` when it broke.
         """
-        try:
-            stream = await self._incoming.receive()
-        except anyio.EndOfStream:
-            self._raise_if_lost()
-            raise
+        while not self._incoming:
+            if self._incoming_closed:
+                self._raise_if_lost()
+                raise anyio.EndOfStream
+            if self._incoming_event.is_set():
+                self._incoming_event = self._event()
+            # A passive wait: it does not read (see _wait_on).
+            await self._incoming_event.wait()
+        stream = self._incoming.popleft()
         assert isinstance(stream, MuxStream | MuxDatagramStream)
         return stream
 
@@ -134,27 +153,27 @@ class MuxConnection:
         if not ping_id:
             self._raise_if_lost()
             raise anyio.ClosedResourceError
-        done = self._pongs[ping_id] = anyio.Event()
         self._pump()
         try:
-            await done.wait()
+            while ping_id not in self._rtts:
+                if self._core.closed:
+                    self._raise_if_lost()
+                    raise anyio.ClosedResourceError
+                self._pongs[ping_id] = done = self._event()
+                await self._wait_on(done)
         finally:
             self._pongs.pop(ping_id, None)
-        rtt = self._rtts.pop(ping_id, None)
-        if rtt is None:
-            self._raise_if_lost()
-            raise anyio.ClosedResourceError
-        return rtt
+        return self._rtts.pop(ping_id)
 
     async def drain(self) -> None:
         """Go away gracefully: refuse new streams, let open ones finish, then end."""
         self._core.go_away(ResetReason.NO_ERROR, "draining")
         self._pump()
-        await self._closed.wait()
+        await self.wait_closed()
 
     async def wait_closed(self) -> mux.ConnectionTerminated:
         """Wait until the connection has ended; returns why."""
-        await self._closed.wait()
+        await self._closed.wait()  # a passive wait: it does not read (see _wait_on)
         terminated = self._core.terminated
         assert terminated is not None
         return terminated
@@ -172,7 +191,7 @@ class MuxConnection:
             # At the peer's limit of concurrent streams: wait until one of ours ends.
             if self._capacity.is_set():
                 self._capacity = self._event()
-            await self._capacity.wait()
+            await self._wait_on(self._capacity)
         request = OpenRequest(protocol, destination, origin)
         stream_id = core.open_stream(request)
         kind = MuxStream if protocol is Protocol.TCP else MuxDatagramStream
@@ -230,11 +249,12 @@ class MuxConnection:
                     kind = MuxStream if request.protocol is Protocol.TCP else MuxDatagramStream
                     incoming = kind(self, stream_id, request, local=False)
                     streams[stream_id] = incoming
-                    try:
-                        self._incoming_send.send_nowait(incoming)
-                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    if self._incoming_closed:
                         core.reset_stream(stream_id, ResetReason.REFUSED, "not accepting streams")
                         del streams[stream_id]
+                    else:
+                        self._incoming.append(incoming)
+                        self._incoming_event.set()
                 case mux.StreamAccepted(stream_id):
                     if (stream := streams.get(stream_id)) is not None:
                         stream._on_accepted()
@@ -304,12 +324,25 @@ class MuxConnection:
         for stream in list(self._streams.values()):
             stream._on_reset(error)
         self._streams.clear()
-        self._incoming_send.close()
-        for done in self._pongs.values():
+        self._incoming_closed = True
+        for done in (*self._pongs.values(), *self._waiting.values()):
             done.set()
-        for event in (self._handshake, self._closed, self._capacity, self._output_taken):
+        for event in (
+            self._handshake,
+            self._closed,
+            self._capacity,
+            self._output_taken,
+            self._incoming_event,
+        ):
             event.set()
         self._output_wakeup.set()
+
+    async def _wait_for_handshake(self) -> None:
+        core = self._core
+        while core.state in (mux.State.AWAIT_PREFACE, mux.State.AWAIT_HELLO):
+            if self._handshake.is_set():
+                self._handshake = self._event()
+            await self._wait_on(self._handshake)
 
     def _raise_if_lost(self) -> None:
         terminated = self._core.terminated
@@ -322,23 +355,76 @@ class MuxConnection:
         if self._output_taken.is_set():
             self._output_taken = self._event()
         self._output_wakeup.set()
-        await self._output_taken.wait()
+        # While the writer is stuck, read: a peer whose writer is stuck on us too is
+        # unblocked only by someone reading.
+        await self._wait_on(self._output_taken)
 
     # -- the three tasks -------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _wait_on(self, event: anyio.Event) -> None:
+        """Wait until ``event`` is set, reading the transport meanwhile if no task is.
+
+        For waits that expect an answer soon (a stream's data, credit, a pong). Long, passive
+        waits (``accept_stream``, ``wait_closed``) wait on their events without reading:
+        if they read, the task that does expect the next message would have to wait for
+        them to hand it over, which is the task switch this design avoids.
+        """
+        if event.is_set():
+            return
+        if self._reading or self._transport_done or self._core.closed:
+            token = object()
+            self._waiting[token] = event
+            try:
+                await event.wait()
+            finally:
+                del self._waiting[token]
+                self._hand_over()
+            return
+        await self._read(event.is_set)
+
+    async def _read(self, done: Callable[[], bool]) -> None:
+        """Read and dispatch until ``done()``; then let the next waiter read."""
         core = self._core
         receive = self._transport.receive
+        self._reading = True
         try:
-            while not core.closed:
+            while not done() and not core.closed:
                 data = await receive(RECEIVE_SIZE)
+                self._reads += 1
                 core.receive_data(data, monotonic())
                 self._pump()
         except anyio.EndOfStream:
-            core.connection_lost("peer closed the transport")
+            self._lose_transport("peer closed the transport")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-            core.connection_lost(f"transport failed: {error or type(error).__name__}")
+            self._lose_transport(f"transport failed: {error or type(error).__name__}")
+        finally:
+            self._reading = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Nobody is reading: wake the first waiter so that it reads (or passes it on)."""
+        if not self._reading and self._waiting:
+            next(iter(self._waiting.values())).set()
+
+    def _lose_transport(self, message: str) -> None:
+        self._transport_done = True
+        self._core.connection_lost(message)
         self._pump()
+
+    async def _idle_reader(self) -> None:
+        """Read when no task has for a while, and until one waits to: an idle connection
+        must still answer the peer's pings, take its control frames and its new streams."""
+        core = self._core
+        seen = -1
+        while not core.closed and not self._transport_done:
+            await anyio.sleep(IDLE_READ_DELAY)
+            if self._reading or self._reads != seen:
+                seen = self._reads
+                continue
+            await self._read(lambda: bool(self._waiting))
+            seen = self._reads
 
     async def _write_loop(self) -> None:
         core = self._core
@@ -405,7 +491,7 @@ async def _running(
     body_error: Exception | None = None
     try:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(connection._read_loop, name=f"mux {core.role.value} reader")
+            tasks.start_soon(connection._idle_reader, name=f"mux {core.role.value} idle reader")
             tasks.start_soon(connection._write_loop, name=f"mux {core.role.value} writer")
             tasks.start_soon(connection._timer_loop, name=f"mux {core.role.value} timer")
             connection._pump()
@@ -417,8 +503,7 @@ async def _running(
                 await connection._shutdown()
                 tasks.cancel_scope.cancel()
     finally:
-        connection._incoming_send.close()
-        connection._incoming.close()
+        connection._incoming_closed = True
         # A broken link can fail its own close (anyio's TLS stream even fails close_notify
         # after a failed read); releasing it with aclose_forcefully is then all that is left.
         with (
@@ -446,7 +531,7 @@ async def connect(
     """
     core = mux.Connection(Role.CLIENT, now=monotonic(), settings=settings, credentials=credentials)
     async with _running(transport, core) as connection:
-        await connection._handshake.wait()
+        await connection._wait_for_handshake()
         if not core.is_open:
             raise _handshake_error(core)
         yield connection
@@ -466,7 +551,7 @@ async def accept(
     """
     core = mux.Connection(Role.SERVER, now=monotonic(), settings=settings)
     async with _running(transport, core) as connection:
-        await connection._handshake.wait()
+        await connection._wait_for_handshake()
         if core.state is not mux.State.AWAIT_ACCEPT or core.peer_hello is None:
             raise _handshake_error(core)
         connection.peer_credentials = core.peer_hello.credentials

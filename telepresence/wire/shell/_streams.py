@@ -111,7 +111,7 @@ class _StreamBase:
             self._readable = self._connection._event()
             if self._chunks or self._eof or self._error is not None or self._closed:
                 return
-        await self._readable.wait()
+        await self._connection._wait_on(self._readable)
 
     async def _wait_writable(self) -> None:
         """Wait for credit: the stream's own, or else a turn at the connection's.
@@ -124,13 +124,14 @@ class _StreamBase:
         if self._writable.is_set():
             self._writable = connection._event()
         if core.stream_credit(self.stream_id) <= 0:
-            await self._writable.wait()  # only this stream's WINDOW_UPDATE can help
+            # Only this stream's WINDOW_UPDATE can help.
+            await connection._wait_on(self._writable)
             return
         if core.connection_credit > 0:
             return
         connection._credit_queue[self] = None
         try:
-            await self._writable.wait()
+            await connection._wait_on(self._writable)
         finally:
             connection._credit_queue.pop(self, None)
 
@@ -139,7 +140,7 @@ class _StreamBase:
         reason (``refused``, ``unreachable``, ...) when the destination cannot be reached."""
         while not self._accepted:
             self._check_open()
-            await self._accepted_event.wait()
+            await self._connection._wait_on(self._accepted_event)
         self._check_open()
 
     def accept(self) -> None:
