@@ -93,7 +93,7 @@ def replay(data: bytes, cuts: list[int]) -> tuple[list[mux.Event], mux.Connectio
 
 
 def check_bounded(server: mux.Connection) -> None:
-    assert server._inbound.size < mux.MAX_FRAME
+    assert server._inbound.size < mux.MAX_FRAME  # at most one partial frame
     assert len(server.stream_ids()) <= MAX_STREAMS
     assert server._control_backlog <= mux.MAX_CONTROL_BACKLOG
 

@@ -170,6 +170,8 @@ class Connection:
         self.terminated: ConnectionTerminated | None = None
 
         self._inbound = ChunkBuffer()
+        # The header of a frame whose payload has not all arrived: kind, flags, id, length.
+        self._partial_frame: tuple[int, int, int, int] | None = None
         self._outbound: list[bytes | memoryview] = []
         self._outbound_size = 0
         self._control_backlog = 0
@@ -341,24 +343,33 @@ class Connection:
                 return
             buffer.take(len(wire.MAGIC))
             self.state = State.AWAIT_HELLO
+        # A frame's header is read (and checked) as soon as it is complete; its payload
+        # usually arrives over several reads, which then only compare sizes.
         unpack = wire.HEADER.unpack
         header_size = wire.HEADER_SIZE
-        while buffer.size >= header_size and self.state in _PARSING:
-            version, kind, flags, reserved, stream_id, length = unpack(buffer.peek(header_size))
-            if version != wire.VERSION:
-                raise ProtocolError(
-                    ResetReason.PROTOCOL,
-                    f"frame version {version} not supported (this side speaks {wire.VERSION})",
-                )
-            if length > wire.MAX_PAYLOAD:
-                raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
-            if buffer.size < header_size + length:
-                return
-            buffer.take(header_size)
+        frame = self._partial_frame
+        while self.state in _PARSING:
+            if frame is None:
+                if buffer.size < header_size:
+                    break
+                version, kind, flags, reserved, stream_id, length = unpack(buffer.take(header_size))
+                if version != wire.VERSION:
+                    raise ProtocolError(
+                        ResetReason.PROTOCOL,
+                        f"frame version {version} not supported (this side speaks {wire.VERSION})",
+                    )
+                if length > wire.MAX_PAYLOAD:
+                    raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
+                if reserved:
+                    raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
+                frame = (kind, flags, stream_id, length)
+            kind, flags, stream_id, length = frame
+            if buffer.size < length:
+                break
             payload = buffer.take(length) if length else b""
-            if reserved:
-                raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
+            frame = None
             self._on_frame(kind, flags, stream_id, payload, now)
+        self._partial_frame = frame
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes, now: float) -> None:
         # A dict lookup, not FrameType(kind): this runs for every frame, and the enum's
