@@ -248,7 +248,7 @@ def test_udp_datagrams_keep_their_boundaries() -> None:
     pair.exchange()
     assert pair.take("client", mux.DatagramReceived) == [mux.DatagramReceived(sid, b"answer")]
     with pytest.raises(mux.LocalProtocolError):
-        pair.client.send_datagram(sid, b"x" * 65525)
+        pair.client.send_datagram(sid, b"x" * (mux.MAX_PAYLOAD + 1))
     with pytest.raises(mux.LocalProtocolError):
         pair.client.send_data(sid, b"bytes on a UDP stream")
 

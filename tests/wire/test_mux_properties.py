@@ -59,7 +59,8 @@ def client_bytes(operations: list[Op]) -> bytes:
             )
         elif op.kind == "send" and target is not None:
             payload = bytes([op.pick % 256]) * min(op.size, wire.MAX_PAYLOAD)
-            if core.send_credit(target) >= len(payload):
+            credit = core.send_credit(target)  # 0 when the stream cannot send
+            if credit > 0 and credit >= len(payload):
                 try:
                     core.send_data(target, payload)
                 except mux.LocalProtocolError:

@@ -1,7 +1,7 @@
 """Received bytes kept as the chunks they arrived in, and read out with one copy.
 
 A transport hands over bytes in pieces that have nothing to do with frame boundaries (a TLS
-stream, for one, delivers at most a 16 KiB record per read, while frames run to 64 KiB).
+stream, for one, delivers at most a 16 KiB record per read, while frame payloads run to 64 KiB).
 Appending every piece to one growing buffer and then slicing frames out of it copies each
 payload byte two or three times; on the receiving side of a bulk transfer those copies are a
 large part of the CPU spent. Here pieces are only referenced until a whole frame is present,

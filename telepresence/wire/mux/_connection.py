@@ -359,7 +359,9 @@ class Connection:
                         f"frame version {version} not supported (this side speaks {wire.VERSION})",
                     )
                 if length > wire.MAX_PAYLOAD:
-                    raise ProtocolError(ResetReason.PROTOCOL, f"frame length {length} over 65524")
+                    raise ProtocolError(
+                        ResetReason.PROTOCOL, f"frame length {length} over {wire.MAX_PAYLOAD}"
+                    )
                 if reserved:
                     raise ProtocolError(ResetReason.PROTOCOL, "reserved header byte is not 0")
                 frame = (kind, flags, stream_id, length)
@@ -626,7 +628,7 @@ class Connection:
         datagram is never split and UDP may drop."""
         stream = self._sending_stream(stream_id, Protocol.UDP)
         if len(data) > wire.MAX_PAYLOAD:
-            raise LocalProtocolError(f"datagram of {len(data)} bytes exceeds 65524")
+            raise LocalProtocolError(f"datagram of {len(data)} bytes exceeds {wire.MAX_PAYLOAD}")
         if len(data) > min(stream.send_credit, self._send_credit):
             return False
         stream.send_credit -= len(data)
