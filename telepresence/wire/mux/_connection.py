@@ -53,6 +53,10 @@ class Role(enum.Enum):
 
 
 class State(enum.Enum):
+    # Members are singletons: hash them by identity, in C, not by name in Python as Enum
+    # does; states are looked up on every frame.
+    __hash__ = object.__hash__
+
     AWAIT_PREFACE = "await-preface"  # server: the 8 magic bytes first
     AWAIT_HELLO = "await-hello"  # the peer's HELLO is the only acceptable frame
     AWAIT_ACCEPT = "await-accept"  # server: the application is checking the credentials

@@ -33,6 +33,7 @@ from time import monotonic
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import sniffio
 
 from telepresence.wire import mux
@@ -449,6 +450,9 @@ class MuxConnection:
                     if core.outbound_size and not self._writing:
                         continue
                 await self._output_wakeup.wait()
+                # Let the tasks that are ready run first: readers of many streams each
+                # queue a window update, and one write then carries them all.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
             core.connection_lost(f"transport failed: {error or type(error).__name__}")
             self._pump()
