@@ -106,6 +106,20 @@ class _StreamBase:
         if self._error is not None:
             raise self._error
 
+    async def _wait_for_chunk(self) -> None:
+        """Return once a chunk is buffered; raise when none will come."""
+        if self._chunks and not self._closed:
+            # Data is here: check for cancellation without giving up the loop. A full
+            # checkpoint would cost a loop iteration per read; what a reader can take
+            # without yielding is bounded by the stream's window.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return
+        while not self._chunks:
+            self._check_receivable()
+            await self._wait_readable()
+        if self._closed:
+            raise anyio.ClosedResourceError
+
     async def _wait_readable(self) -> None:
         if self._readable.is_set():
             self._readable = self._connection._event()
@@ -184,18 +198,7 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
     """A TCP stream through the mux: bytes both ways, half-close, reset with a reason."""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        waited = False
-        while not self._chunks:
-            self._check_receivable()
-            await self._wait_readable()
-            waited = True
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if not waited:
-            # Data is here: check for cancellation without giving up the loop. A full
-            # checkpoint would cost a loop iteration per read; what a reader can take
-            # without yielding is bounded by the stream's window.
-            await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._wait_for_chunk()
         chunks = self._chunks
         first = chunks[0]
         join_limit = min(max_bytes, JOIN_LIMIT)
@@ -263,15 +266,7 @@ class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
     """
 
     async def receive(self) -> bytes:
-        waited = False
-        while not self._chunks:
-            self._check_receivable()
-            await self._wait_readable()
-            waited = True
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if not waited:
-            await anyio.lowlevel.checkpoint_if_cancelled()  # as in MuxStream.receive
+        await self._wait_for_chunk()
         datagram = self._chunks.popleft()
         self._report_consumed(len(datagram))
         return datagram
