@@ -241,7 +241,7 @@ class MuxConnection:
                     stream = streams.get(stream_id)
                     if stream is not None:
                         stream._on_data(data)
-                    else:  # closed here while the data was in flight
+                    else:  # closed here while the data was in flight (TCP would send RST)
                         core.reset_stream(stream_id, ResetReason.CANCELLED, "stream was closed")
                 case mux.SendWindowOpened(stream_id):
                     if stream_id and (stream := streams.get(stream_id)) is not None:
@@ -290,12 +290,12 @@ class MuxConnection:
     async def _flush_inline(self) -> bool:
         """Write what the core queued from the calling task, if the writer is idle.
 
-        This saves a task switch per message, which is most of the mux's added latency. The
-        writer being idle means the transport is not backed up, so the write completes
-        promptly; it is shielded because a write cut short by cancellation would leave half
-        a frame on the wire. (On asyncio a write hands every byte to the transport before it
-        can be cancelled, so the shield, which costs a tenth of a small write, is only raised
-        on trio, whose socket writes are loops.) Returns whether it wrote.
+        This saves the writer task's switch on every message. The writer being idle means
+        the transport is not backed up, so the write completes promptly; it is shielded
+        because a write cut short by cancellation would leave half a frame on the wire. (On
+        asyncio a write hands every byte to the transport before it can be cancelled, so the
+        shield, which costs a tenth of a small write, is only raised on trio, whose socket
+        writes are loops.) Returns whether it wrote.
         """
         core = self._core
         if self._writing or not core.outbound_size:
@@ -308,8 +308,7 @@ class MuxConnection:
             else:
                 await self._send_queued()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-            core.connection_lost(f"transport failed: {error or type(error).__name__}")
-            self._pump()
+            self._lose_transport(f"transport failed: {error or type(error).__name__}")
         finally:
             self._writing = False
             self._output_taken.set()
@@ -410,6 +409,7 @@ class MuxConnection:
             next(iter(self._waiting.values())).set()
 
     def _lose_transport(self, message: str) -> None:
+        """The transport failed or ended: nobody reads it again, and the connection is over."""
         self._transport_done = True
         self._core.connection_lost(message)
         self._pump()
@@ -454,8 +454,7 @@ class MuxConnection:
                 # queue a window update, and one write then carries them all.
                 await anyio.lowlevel.cancel_shielded_checkpoint()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-            core.connection_lost(f"transport failed: {error or type(error).__name__}")
-            self._pump()
+            self._lose_transport(f"transport failed: {error or type(error).__name__}")
         finally:
             self._writer_done.set()
 

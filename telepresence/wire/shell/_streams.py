@@ -65,10 +65,8 @@ class _StreamBase:
     # -- called by the connection's dispatcher --------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
-        if self._closed:
-            # Data after aclose(): TCP answers with RST, and so does this.
-            self._connection._reset(self.stream_id, ResetReason.CANCELLED, "stream was closed")
-            return
+        # (A stream closed here is forgotten by the connection, whose dispatcher answers
+        # data that still arrives for it with a RESET, as TCP answers with RST.)
         self._chunks.append(data)
         self._readable.set()
 
