@@ -245,7 +245,12 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
             else:
                 break
         if not waited:
-            await anyio.lowlevel.checkpoint()
+            # Queued without waiting: check for cancellation but keep the loop, as receive()
+            # does. A sender then puts out a run of frames (up to OUTPUT_HIGH_WATER, where it
+            # waits for the writer) rather than one frame per loop pass interleaved with every
+            # other sender's, and the reader of each run on the far side wakes once, not per
+            # frame: +7% for 64 streams on asyncio.
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def send_eof(self) -> None:
         if not self._sent_eof:
