@@ -246,17 +246,29 @@ def _make_material(directory: Path) -> ssl.SSLContext:
     return tls.client_context(authority.certificate)
 
 
+def _pin(pid: int, cpu: int) -> None:
+    """Keep a process on one core: left to the scheduler, the two processes trade places
+    between cores and raw TLS alone varied by half between runs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(pid, {cpus[cpu]})
+
+
 def run(backend: str, size: int, round_trips: int, repeat: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tpmux-bench-") as directory:
         context = _make_material(Path(directory))
         command = [sys.executable, "-m", "benchmarks.wire", "peer", backend, directory]
+        allowed = os.sched_getaffinity(0)
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
             try:
+                _pin(child.pid, 1)
+                _pin(0, 0)
                 assert child.stdout is not None
                 ports = json.loads(child.stdout.readline())
                 peer = Peer(ports["raw"], ports["mux"], context)
                 figures = _run(backend, _measure, peer, size, round_trips, repeat)
             finally:
+                os.sched_setaffinity(0, allowed)
                 assert child.stdin is not None
                 child.stdin.close()
                 try:
