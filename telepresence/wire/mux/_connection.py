@@ -425,25 +425,21 @@ class Connection:
         try:
             self._stream_frame(stream, frame_type, flags, payload)
         except _StreamError as error:
-            self._forget(stream)
-            self._send_control(
-                FrameType.RESET, stream_id, wire.encode_reason(error.reason, error.message)
-            )
-            self._events.append(StreamReset(stream_id, error.reason, error.message, remote=False))
-            self._maybe_drained()
+            self._refuse(stream_id, error.reason, error.message)
+            self._end(stream, StreamReset(stream_id, error.reason, error.message, remote=False))
 
     def _on_unknown_stream(
         self, frame_type: FrameType, flags: int, stream_id: int, payload: bytes
     ) -> None:
-        if stream_id % 2 == self._peer_parity:
-            if stream_id > self._highest_peer_stream:
-                if frame_type is FrameType.OPEN and not flags:
-                    self._on_open(stream_id, payload)
-                    return
-                raise ProtocolError(
-                    ResetReason.PROTOCOL, f"{frame_type.name} on stream {stream_id} never opened"
-                )
-        elif stream_id >= self._next_stream_id:
+        peers = stream_id % 2 == self._peer_parity
+        if peers and stream_id > self._highest_peer_stream:
+            if frame_type is FrameType.OPEN and not flags:
+                self._on_open(stream_id, payload)
+                return
+            never_opened = True
+        else:
+            never_opened = not peers and stream_id >= self._next_stream_id
+        if never_opened:
             raise ProtocolError(
                 ResetReason.PROTOCOL, f"{frame_type.name} on stream {stream_id} never opened"
             )
@@ -456,22 +452,14 @@ class Connection:
             request = wire.decode_open(payload)
         except ProtocolError as error:
             # A malformed OPEN costs the peer that one stream, not the connection.
-            self._send_control(
-                FrameType.RESET, stream_id, wire.encode_reason(error.reason, error.message)
-            )
+            self._refuse(stream_id, error.reason, error.message)
             return
         if self._go_away_sent:
-            self._send_control(
-                FrameType.RESET,
-                stream_id,
-                wire.encode_reason(ResetReason.REFUSED, "connection is going away"),
-            )
+            self._refuse(stream_id, ResetReason.REFUSED, "connection is going away")
             return
         if self._remote_streams >= self.settings.max_concurrent_streams:
             message = f"more than {self.settings.max_concurrent_streams} concurrent streams"
-            self._send_control(
-                FrameType.RESET, stream_id, wire.encode_reason(ResetReason.STREAM_LIMIT, message)
-            )
+            self._refuse(stream_id, ResetReason.STREAM_LIMIT, message)
             return
         self._add_stream(stream_id, request.protocol, local_origin=False)
         self._events.append(StreamOpened(stream_id, request))
@@ -519,14 +507,10 @@ class Connection:
             stream.remote_open = False
             self._events.append(StreamEnded(sid))
             if not stream.local_open:
-                self._forget(stream)
-                self._events.append(StreamClosed(sid))
-                self._maybe_drained()
+                self._end(stream, StreamClosed(sid))
         elif frame_type is FrameType.RESET:
             reason, message = wire.decode_reason(payload)
-            self._forget(stream)
-            self._events.append(StreamReset(sid, reason, message, remote=True))
-            self._maybe_drained()
+            self._end(stream, StreamReset(sid, reason, message, remote=True))
         else:  # OPEN on a live stream: only the acceptor's answer is allowed
             if flags != wire.FLAG_ACK or payload:
                 raise ProtocolError(ResetReason.PROTOCOL, f"stream {sid} opened twice")
@@ -649,9 +633,7 @@ class Connection:
         stream.local_open = False
         self._send_frame(FrameType.HALF_CLOSE, stream_id)
         if not stream.remote_open:
-            self._forget(stream)
-            self._events.append(StreamClosed(stream_id))
-            self._maybe_drained()
+            self._end(stream, StreamClosed(stream_id))
 
     def reset_stream(self, stream_id: int, reason: ResetReason, message: str = "") -> None:
         """Abort the stream in both directions; unknown or closed streams are ignored."""
@@ -764,6 +746,16 @@ class Connection:
             self._local_streams -= 1
         else:
             self._remote_streams -= 1
+
+    def _end(self, stream: _Stream, event: StreamClosed | StreamReset) -> None:
+        """The stream is over: forget it, say so, and end a connection that was draining."""
+        self._forget(stream)
+        self._events.append(event)
+        self._maybe_drained()
+
+    def _refuse(self, stream_id: int, reason: ResetReason, message: str) -> None:
+        """Answer a peer's frame with a RESET of its stream, counted against flooding."""
+        self._send_control(FrameType.RESET, stream_id, wire.encode_reason(reason, message))
 
     def _maybe_drained(self) -> None:
         if self.going_away and not self._streams and self.state is State.OPEN:
