@@ -359,8 +359,6 @@ class MuxConnection:
         # unblocked only by someone reading.
         await self._wait_on(self._output_taken)
 
-    # -- the three tasks -------------------------------------------------------------------------
-
     # -- reading ---------------------------------------------------------------------------------
 
     async def _wait_on(self, event: anyio.Event) -> None:
@@ -427,6 +425,8 @@ class MuxConnection:
             await self._read(lambda: bool(self._waiting))
             seen = self._reads
 
+    # -- the writer and the timer ----------------------------------------------------------------
+
     async def _write_loop(self) -> None:
         core = self._core
         send = self._transport.send
@@ -474,11 +474,11 @@ class MuxConnection:
         """Reset what is still open, flush the last frames, stop the tasks."""
         core = self._core
         if not core.closed:
+            # Before the handshake this refuses the peer and ends the connection; after it,
+            # the connection ends as the last stream is reset (or at once, with none open).
             core.go_away(ResetReason.NO_ERROR, "closing")
             for stream_id in core.stream_ids():
                 core.reset_stream(stream_id, ResetReason.CANCELLED, "connection closing")
-            if not core.closed:  # before the handshake completed there is nothing to drain
-                core.go_away(ResetReason.CANCELLED, "closing")
             self._pump()
         with anyio.move_on_after(CLOSE_GRACE, shield=True):
             await self._writer_done.wait()

@@ -105,8 +105,9 @@ class _StreamBase:
             raise self._error
 
     async def _wait_for_chunk(self) -> None:
-        """Return once a chunk is buffered; raise when none will come."""
-        if self._chunks and not self._closed:
+        """Return once a chunk is buffered; raise when none will come. (Closing clears the
+        buffer, so a chunk here means the stream is not closed.)"""
+        if self._chunks:
             # Data is here: check for cancellation without giving up the loop. A full
             # checkpoint would cost a loop iteration per read; what a reader can take
             # without yielding is bounded by the stream's window.
@@ -115,14 +116,12 @@ class _StreamBase:
         while not self._chunks:
             self._check_receivable()
             await self._wait_readable()
-        if self._closed:
-            raise anyio.ClosedResourceError
 
     async def _wait_readable(self) -> None:
+        # The caller has just checked that there is nothing to read and no reason to stop,
+        # so an event still set from earlier is stale.
         if self._readable.is_set():
             self._readable = self._connection._event()
-            if self._chunks or self._eof or self._error is not None or self._closed:
-                return
         await self._connection._wait_on(self._readable)
 
     async def _wait_writable(self) -> None:
