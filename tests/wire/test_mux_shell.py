@@ -224,6 +224,32 @@ async def test_stalled_reader_does_not_stop_other_streams() -> None:
             tasks.cancel_scope.cancel()
 
 
+async def test_close_from_another_task_ends_a_receive_while_the_peer_is_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The receiving task reads the transport itself (the idle readers are held off, so it is
+    # the only one); the peer sends nothing, so only the close can end that read, well
+    # before a keepalive would.
+    monkeypatch.setattr(shell._connection, "IDLE_READ_DELAY", 3600.0)
+    async with connected(server=False) as (client, _, _):
+        stream = await client.open_stream("10.0.0.1", 1, wait_accepted=False)
+        failures: list[BaseException] = []
+
+        async def receive() -> None:
+            try:
+                await stream.receive()
+            except anyio.ClosedResourceError as error:
+                failures.append(error)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(receive)
+                await wait_all_tasks_blocked()
+                assert client._reading
+                await stream.aclose()
+        assert len(failures) == 1
+
+
 async def test_backpressure_reaches_the_sender() -> None:
     async with connected(server=False, chunks=4) as (client, server, transport):
         sent = 0

@@ -12,6 +12,13 @@ reads it itself, without the task switch a reader task would add to every messag
 switch was a third of the mux's added round-trip time). An idle reader task reads when no
 other task has for a while, so that an idle connection still answers pings.
 
+What the reading task waits for can also come from another task: its stream closed or the
+connection ended here (its read is cancelled at once), connection credit handed on by a
+sender or output taken by the writer (the idle reader cancels the read if the peer's next
+frames have not ended it within IDLE_READ_DELAY: those are frequent, and cancelling at once
+cost a tenth of trio's throughput). Transport reads are cancel-safe, nothing read is lost;
+and without the cancellation, a peer that is itself waiting for us sends nothing to end it.
+
 Writing: senders write inline when no write is in progress; otherwise the writer task sends
 what they queued. The writer is also the only task that sends control frames (window updates,
 pongs), so a reader never blocks on a full transport (two peers blocked writing to each other
@@ -70,6 +77,10 @@ class MuxConnection:
         self._incoming: deque[_StreamBase] = deque()  # bounded by the core's stream limit
         self._incoming_closed = False
         self._reading = False  # a task is inside transport.receive()
+        # The reading task's condition and the scope that ends its read when another task
+        # fulfils it (None while the idle reader reads: it stops on its own).
+        self._read_done: Callable[[], bool] | None = None
+        self._read_scope: anyio.CancelScope | None = None
         self._reads = 0  # transport reads so far: the idle reader watches it change
         self._transport_done = False  # EOF or error: nothing more will be read
         # Tasks waiting while another reads, first come first served. Waking one (to read in
@@ -336,6 +347,8 @@ class MuxConnection:
         ):
             event.set()
         self._output_wakeup.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()  # the peer may never send what would end that read
 
     async def _wait_for_handshake(self) -> None:
         core = self._core
@@ -382,17 +395,24 @@ class MuxConnection:
             return
         await self._read(event.is_set)
 
-    async def _read(self, done: Callable[[], bool]) -> None:
+    async def _read(self, done: Callable[[], bool], *, idle: bool = False) -> None:
         """Read and dispatch until ``done()``; then let the next waiter read."""
         core = self._core
         receive = self._transport.receive
         self._reading = True
         try:
-            while not done() and not core.closed:
-                data = await receive(RECEIVE_SIZE)
-                self._reads += 1
-                core.receive_data(data, monotonic())
-                self._pump()
+            with anyio.CancelScope() as scope:
+                if not idle:
+                    self._read_done = done
+                    self._read_scope = scope
+                try:
+                    while not done() and not core.closed:
+                        data = await receive(RECEIVE_SIZE)
+                        self._reads += 1
+                        core.receive_data(data, monotonic())
+                        self._pump()
+                finally:
+                    self._read_done = self._read_scope = None
         except anyio.EndOfStream:
             self._lose_transport("peer closed the transport")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
@@ -405,6 +425,14 @@ class MuxConnection:
         """Nobody is reading: wake the first waiter so that it reads (or passes it on)."""
         if not self._reading and self._waiting:
             next(iter(self._waiting.values())).set()
+
+    def _end_fulfilled_read(self) -> None:
+        """End the read of a task whose wait another task fulfilled, rather than leave it
+        until the peer sends something: a peer waiting for us sends nothing."""
+        if (scope := self._read_scope) is not None:
+            done = self._read_done
+            if done is not None and done():
+                scope.cancel()
 
     def _lose_transport(self, message: str) -> None:
         """The transport failed or ended: nobody reads it again, and the connection is over."""
@@ -419,10 +447,14 @@ class MuxConnection:
         seen = -1
         while not core.closed and not self._transport_done:
             await anyio.sleep(IDLE_READ_DELAY)
+            # Credit handed on by a sender, or output taken by the writer, can fulfil what
+            # the reading task waits for. Ending its read at once would cost a cancellation
+            # each time; usually the peer's next frames end it first, so it is done here.
+            self._end_fulfilled_read()
             if self._reading or self._reads != seen:
                 seen = self._reads
                 continue
-            await self._read(lambda: bool(self._waiting))
+            await self._read(lambda: bool(self._waiting), idle=True)
             seen = self._reads
 
     # -- the writer and the timer ----------------------------------------------------------------

@@ -184,6 +184,7 @@ class _StreamBase:
         self._readable.set()
         self._writable.set()
         self._accepted_event.set()
+        self._connection._end_fulfilled_read()
 
     def _report_consumed(self, count: int) -> None:
         connection = self._connection
