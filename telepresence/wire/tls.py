@@ -336,6 +336,7 @@ def issue_certificate(
     ip_addresses: Iterable[IPAddress | str] = (),
     server: bool = False,
     client: bool = False,
+    organizations: Iterable[str] = (),
     validity: dt.timedelta = DEFAULT_LEAF_VALIDITY,
     now: dt.datetime | None = None,
 ) -> Identity:
@@ -351,6 +352,8 @@ def issue_certificate(
         ip_addresses: IP subject alternative names.
         server: Allow the certificate to authenticate a TLS server.
         client: Allow the certificate to authenticate a TLS client.
+        organizations: Organization (O) attributes of the subject; Kubernetes reads a client
+            certificate's as the user's groups.
         validity: How long the leaf is valid from ``now``.
         now: The start of validity (aware); the current time if omitted.
 
@@ -366,9 +369,11 @@ def issue_certificate(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
     alternative_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     alternative_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = (
         _builder(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+            x509.Name(subject),
             ca.certificate.subject,
             key,
             start,

@@ -1,0 +1,1 @@
+"""A Kubernetes API server emulator: HTTPS, discovery, CRUD, watch, patch, RBAC, admission."""
