@@ -76,6 +76,9 @@ import anyio
 import jsonpatch
 import jsonpointer
 
+from sandbox.apiserver.goformat import go_quote
+from sandbox.apiserver.selectors import labels_match, requirements_from_selector
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
@@ -396,19 +399,19 @@ class Admission:
             # A cluster-scoped object other than a Namespace is never exempted.
             return True, None
         try:
-            selector = _Selector.parse(hook.spec.get("namespaceSelector"))
+            selector = requirements_from_selector(hook.spec.get("namespaceSelector"))
         except ValueError as error:
             return False, AdmissionDenied(_internal_error(str(error)))
-        if selector.everything:
+        if not selector:
             return True, None
         if is_namespace and not request.subresource and request.operation in {"CREATE", "UPDATE"}:
             # A Namespace being created or updated is matched against its own new labels.
-            return selector.matches(_labels(request.object)), None
+            return labels_match(selector, _labels(request.object)), None
         name = request.namespace or (request.name if is_namespace else "")
         labels = self._namespace_labels(name)
         if labels is None:
             return False, AdmissionDenied(_not_found("namespaces", name))
-        return selector.matches(labels), None
+        return labels_match(selector, labels), None
 
     # Calling
 
@@ -432,12 +435,12 @@ class Admission:
             return current, False
         if current is None:
             message = (
-                f"admission webhook {_quote(hook.name)} attempted to modify the object,"
+                f"admission webhook {go_quote(hook.name)} attempted to modify the object,"
                 " which is not supported for this operation"
             )
             raise AdmissionDenied(_internal_error(message))
         if answer.patch_type != "JSONPatch":
-            raise _CallError(hook.name, f"unsupported patch type {_quote(answer.patch_type)}")
+            raise _CallError(hook.name, f"unsupported patch type {go_quote(answer.patch_type)}")
         try:
             patched = jsonpatch.JsonPatch(operations).apply(current)
         except (
@@ -479,7 +482,7 @@ class Admission:
             if side_effects is None:
                 raise _CallError(hook.name, "Webhook SideEffects is nil")
             if side_effects not in {"None", "NoneOnDryRun"}:
-                message = f"admission webhook {_quote(hook.name)} does not support dry run"
+                message = f"admission webhook {go_quote(hook.name)} does not support dry run"
                 raise AdmissionDenied(_status(400, "BadRequest", message))
         version = next(
             (v for v in hook.spec.get("admissionReviewVersions") or () if v in _REVIEW_VERSIONS),
@@ -528,7 +531,7 @@ class Admission:
 
         def failed(reason: str) -> _CallError:
             return _CallError(
-                hook.name, f"failed to call webhook: Post {_quote(shown_url)}: {reason}"
+                hook.name, f"failed to call webhook: Post {go_quote(shown_url)}: {reason}"
             )
 
         headers = {
@@ -656,71 +659,17 @@ def _exact_or_wildcard(items: Iterable[str] | None, requested: str) -> bool:
     return any(item in {"*", requested} for item in items or ())
 
 
-# Selectors (metav1.LabelSelectorAsSelector)
-
-
-@dataclass(frozen=True, slots=True)
-class _Selector:
-    #: (key, operator, values) with the operators In, NotIn, Exists, DoesNotExist.
-    requirements: tuple[tuple[str, str, frozenset[str]], ...]
-
-    @property
-    def everything(self) -> bool:
-        return not self.requirements
-
-    @classmethod
-    def parse(cls, selector: Mapping[str, Any] | None) -> _Selector:
-        """Parse a LabelSelector; absent counts as ``{}``, which v1 defaulting sets.
-
-        Raises:
-            ValueError: An unknown operator, or values that do not fit the operator.
-        """
-        requirements: list[tuple[str, str, frozenset[str]]] = [
-            (str(key), "In", frozenset({str(value)}))
-            for key, value in ((selector or {}).get("matchLabels") or {}).items()
-        ]
-        for expression in (selector or {}).get("matchExpressions") or ():
-            key = str(expression.get("key", ""))
-            operator = expression.get("operator")
-            values = frozenset(str(v) for v in expression.get("values") or ())
-            if operator in {"In", "NotIn"}:
-                if not values:
-                    raise ValueError("for 'in', 'notin' operators, values set can't be empty")
-            elif operator in {"Exists", "DoesNotExist"}:
-                if values:
-                    raise ValueError("values set must be empty for exists and does not exist")
-            else:
-                raise ValueError(f"{_quote(str(operator))} is not a valid label selector operator")
-            requirements.append((key, str(operator), values))
-        return cls(tuple(requirements))
-
-    def matches(self, labels: Mapping[str, Any]) -> bool:
-        for key, operator, values in self.requirements:
-            present = key in labels
-            if operator == "In":
-                ok = present and str(labels[key]) in values
-            elif operator == "NotIn":
-                ok = not present or str(labels[key]) not in values
-            elif operator == "Exists":
-                ok = present
-            else:
-                ok = not present
-            if not ok:
-                return False
-        return True
-
-
 def _match_object(hook: _Webhook, request: AdmissionRequest) -> tuple[bool, AdmissionDenied | None]:
     # object.Matcher.MatchObjectSelector: either the new or the old object may match; a missing
     # object (the new one on DELETE) matches nothing.
     try:
-        selector = _Selector.parse(hook.spec.get("objectSelector"))
+        selector = requirements_from_selector(hook.spec.get("objectSelector"))
     except ValueError as error:
         return False, AdmissionDenied(_internal_error(str(error)))
-    if selector.everything:
+    if not selector:
         return True, None
     return any(
-        obj is not None and selector.matches(_labels(obj))
+        obj is not None and labels_match(selector, _labels(obj))
         for obj in (request.object, request.old_object)
     ), None
 
@@ -778,7 +727,7 @@ class _Endpoint:
             raise ValueError("webhook clientConfig has neither url nor service")
         parts = urlsplit(str(url))
         if not parts.hostname:
-            raise ValueError(f"invalid webhook URL {_quote(str(url))}")
+            raise ValueError(f"invalid webhook URL {go_quote(str(url))}")
         default_port = 443 if parts.scheme == "https" else 80
         return cls(
             parts.scheme,
@@ -924,7 +873,7 @@ class _Answer:
             # v1beta1 answers were never checked for their uid or kind; v1 answers are.
             got_uid = str(response.get("uid", ""))
             if got_uid != uid:
-                raise ValueError(f"expected response.uid={_quote(uid)}, got {_quote(got_uid)}")
+                raise ValueError(f"expected response.uid={go_quote(uid)}, got {go_quote(got_uid)}")
             got = _gvk(str(review.get("apiVersion", "")), str(review.get("kind", "")))
             expected = _gvk(api_version, "AdmissionReview")
             if got != expected:
@@ -963,7 +912,7 @@ class _CallError(Exception):
     """webhookutil.ErrCallingWebhook: the webhook could not be called; failurePolicy applies."""
 
     def __init__(self, webhook: str, reason: str) -> None:
-        super().__init__(f"failed calling webhook {_quote(webhook)}: {reason}")
+        super().__init__(f"failed calling webhook {go_quote(webhook)}: {reason}")
         self.webhook = webhook
         self.reason = reason
 
@@ -997,14 +946,14 @@ def _internal_error(message: str) -> dict[str, Any]:
 
 def _not_found(resource: str, name: str) -> dict[str, Any]:
     return _status(
-        404, "NotFound", f"{resource} {_quote(name)} not found", {"name": name, "kind": resource}
+        404, "NotFound", f"{resource} {go_quote(name)} not found", {"name": name, "kind": resource}
     )
 
 
 def _rejection(webhook: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Status of a refusal (webhookerrors.ToStatusErr)."""
     status = dict(result or {})
-    denied_by = f"admission webhook {_quote(webhook)} denied the request"
+    denied_by = f"admission webhook {go_quote(webhook)} denied the request"
     code = status.get("code")
     # Never a success code with a rejection.
     if not isinstance(code, int) or code < 400:
@@ -1042,7 +991,9 @@ def _http_error(code: int, body: bytes) -> str:
         return _HTTP_ERRORS[code]
     if code >= 500:
         text = body.decode("utf-8", "replace").strip() or "unknown"
-        return f"an error on the server ({_quote(text)}) has prevented the request from succeeding"
+        return (
+            f"an error on the server ({go_quote(text)}) has prevented the request from succeeding"
+        )
     return f"the server responded with the status code {code} but did not return more information"
 
 
@@ -1089,11 +1040,6 @@ def _strerror(error: OSError) -> str:
 def _host_port(host: str, port: int) -> str:
     # net.JoinHostPort brackets IPv6 addresses.
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _quote(text: str) -> str:
-    # Go's %q for the names and texts that appear here.
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _plain(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:

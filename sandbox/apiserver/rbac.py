@@ -49,6 +49,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from sandbox.apiserver.goformat import go_quote
+from sandbox.apiserver.selectors import (
+    InvalidSelector,
+    Requirement,
+    labels_match,
+    requirements_from_selector,
+)
+
 __all__ = [
     "Attributes",
     "Authorizer",
@@ -153,58 +161,6 @@ class Decision:
     reason: str
 
 
-# --- Go formatting -------------------------------------------------------------------------------
-
-_GO_ESCAPES: Final = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote a string as Go's ``%q`` verb (``strconv.Quote``) does.
-
-    Kubernetes messages quote names with ``%q``, so a name with a quote, backslash or control
-    character reads differently from Python's ``repr``; this reproduces Go's output.
-
-    Args:
-        text: The string to quote.
-
-    Returns:
-        The double-quoted, escaped string.
-    """
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in {'"', "\\"}:
-            out.append("\\" + char)
-        elif char.isprintable():
-            # Python's printable set is Go's unicode.IsPrint: categories L, M, N, P, S and the
-            # ASCII space.
-            out.append(char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif 0xDC80 <= code <= 0xDCFF:
-            # A byte that was not valid UTF-8, carried through surrogateescape: Go prints the
-            # raw byte as \xNN.
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\\ufffd")  # not a valid rune; Go substitutes utf8.RuneError
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
 # --- rule matching (pkg/apis/rbac/v1/evaluation_helpers.go) --------------------------------------
 
 
@@ -281,50 +237,6 @@ def rule_allows(attributes: Attributes, rule: Mapping[str, Any]) -> bool:
 
 # --- aggregation (pkg/controller/clusterroleaggregation) -----------------------------------------
 
-type _LabelMatcher = Callable[[Mapping[str, str]], bool]
-
-
-def _selector_matcher(selector: Mapping[str, Any]) -> _LabelMatcher | None:
-    """A metav1.LabelSelector as a predicate on labels, or None if the selector is invalid.
-
-    As ``metav1.LabelSelectorAsSelector``: matchLabels and matchExpressions are ANDed, and an
-    empty selector matches everything.
-    """
-    requirements: list[tuple[str, str, frozenset[str]]] = [
-        (str(key), "In", frozenset({str(value)}))
-        for key, value in (selector.get("matchLabels") or {}).items()
-    ]
-    for expression in selector.get("matchExpressions") or []:
-        key = str(expression.get("key") or "")
-        operator = expression.get("operator")
-        values = frozenset(str(v) for v in expression.get("values") or [])
-        # labels.NewRequirement: In/NotIn need values, Exists/DoesNotExist must have none.
-        if operator in {"In", "NotIn"}:
-            if not values:
-                return None
-        elif operator in {"Exists", "DoesNotExist"}:
-            if values:
-                return None
-        else:
-            return None
-        requirements.append((key, str(operator), values))
-
-    def matches(labels: Mapping[str, str]) -> bool:
-        for key, operator, values in requirements:
-            present = key in labels
-            if operator == "In" and not (present and labels[key] in values):
-                return False
-            # NotIn matches objects without the label, as upstream.
-            if operator == "NotIn" and present and labels[key] in values:
-                return False
-            if operator == "Exists" and not present:
-                return False
-            if operator == "DoesNotExist" and present:
-                return False
-        return True
-
-    return matches
-
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
@@ -367,18 +279,20 @@ class _Aggregator:
         name = _name(role)
         if name in self._done:
             return self._done[name], True
-        matchers: list[_LabelMatcher] = []
+        selectors: list[list[Requirement]] = []
         for selector in (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []:
-            matcher = _selector_matcher(selector)
-            if matcher is None:
+            try:
+                selectors.append(requirements_from_selector(selector))
+            except InvalidSelector:
                 # The controller's sync fails on an invalid selector and leaves the rules alone.
                 return list(role.get("rules") or []), True
-            matchers.append(matcher)
         collected: list[Mapping[str, Any]] = []
         seen: set[tuple[tuple[str, ...], ...]] = set()
         complete = True
-        for matcher in matchers:
-            for other in sorted((r for r in self._roles if matcher(_labels(r))), key=_name):
+        for requirements in selectors:
+            for other in sorted(
+                (r for r in self._roles if labels_match(requirements, _labels(r))), key=_name
+            ):
                 other_name = _name(other)
                 if other_name == name:
                     continue  # a role never aggregates itself

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sandbox.apiserver.errors import APIError, bad_request
+from sandbox.apiserver.goformat import go_quote
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -70,30 +71,51 @@ def parse_label_selector(text: str) -> list[Requirement]:
     return requirements
 
 
+class InvalidSelector(ValueError):
+    """A ``LabelSelector`` that ``metav1.LabelSelectorAsSelector`` refuses; upstream's words."""
+
+
 def requirements_from_selector(selector: Mapping[str, Any] | None) -> list[Requirement]:
-    """The requirements of a ``LabelSelector`` object (matchLabels and matchExpressions)."""
-    if not selector:
-        return []
+    """The requirements of a ``LabelSelector`` object: matchLabels and matchExpressions, ANDed;
+    absent or empty selects everything.
+
+    Raises:
+        InvalidSelector: An unknown operator, or values that do not fit it (In and NotIn need
+            some, Exists and DoesNotExist none), as ``labels.NewRequirement`` checks.
+    """
+    selector = selector or {}
     requirements: list[Requirement] = [
-        (key, "In", frozenset({str(value)}))
+        (str(key), "In", frozenset({str(value)}))
         for key, value in (selector.get("matchLabels") or {}).items()
     ]
-    for expression in selector.get("matchExpressions") or []:
-        requirements.append(
-            (expression["key"], expression["operator"], frozenset(expression.get("values") or ()))
-        )
+    for expression in selector.get("matchExpressions") or ():
+        key = str(expression.get("key", ""))
+        operator = expression.get("operator")
+        values = frozenset(str(v) for v in expression.get("values") or ())
+        if operator in {"In", "NotIn"}:
+            if not values:
+                raise InvalidSelector("for 'in', 'notin' operators, values set can't be empty")
+        elif operator in {"Exists", "DoesNotExist"}:
+            if values:
+                raise InvalidSelector("values set must be empty for exists and does not exist")
+        else:
+            raise InvalidSelector(
+                f"{go_quote(str(operator))} is not a valid label selector operator"
+            )
+        requirements.append((key, str(operator), values))
     return requirements
 
 
-def labels_match(requirements: list[Requirement], labels: Mapping[str, str] | None) -> bool:
+def labels_match(requirements: list[Requirement], labels: Mapping[str, Any] | None) -> bool:
+    """Whether labels meet every requirement (NotIn also matches a missing label, as upstream)."""
     labels = labels or {}
     for key, operator, values in requirements:
         present = key in labels
         if operator == "In":
-            if not present or labels[key] not in values:
+            if not present or str(labels[key]) not in values:
                 return False
         elif operator == "NotIn":
-            if present and labels[key] in values:
+            if present and str(labels[key]) in values:
                 return False
         elif operator == "Exists":
             if not present:
@@ -104,11 +126,6 @@ def labels_match(requirements: list[Requirement], labels: Mapping[str, str] | No
         else:
             return False
     return True
-
-
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
-    """Whether a ``LabelSelector`` object selects these labels (an empty one selects all)."""
-    return labels_match(requirements_from_selector(selector), labels)
 
 
 # Fields each kind indexes for field selectors (beyond metadata.name and metadata.namespace),

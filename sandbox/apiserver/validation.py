@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sandbox.apiserver.goformat import go_quote
+
 __all__ = [
     "Cause",
     "decode_error",
@@ -100,36 +102,6 @@ class Cause:
 # Go value rendering (fmt's %q, encoding/json)
 # ---------------------------------------------------------------------------------------------
 
-_GO_ESCAPES: Final = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def _go_quote(text: str) -> str:
-    """Quotes ``text`` as Go's ``strconv.Quote`` (``%q``) does: printable runes stay as they are."""
-    out = ['"']
-    for ch in text:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
-
 
 class _GoStruct(dict[str, Any]):
     """A Go struct to render as JSON: fields keep their declared order (maps sort their keys)."""
@@ -180,7 +152,7 @@ def _render(value: Any) -> str:
     if isinstance(value, float):
         return _go_float(value)
     if isinstance(value, str):
-        return _go_quote(value)
+        return go_quote(value)
     return _go_json(value)
 
 
@@ -241,7 +213,7 @@ class _Errors:
         self._add(INVALID, path, f"{_TYPE_TEXT[INVALID]}: {_render(value)}", detail)
 
     def not_supported(self, path: str, value: Any, valid: Sequence[str]) -> None:
-        detail = "supported values: " + ", ".join(_go_quote(v) for v in valid) if valid else ""
+        detail = "supported values: " + ", ".join(go_quote(v) for v in valid) if valid else ""
         self._add(NOT_SUPPORTED, path, f"{_TYPE_TEXT[NOT_SUPPORTED]}: {_render(value)}", detail)
 
     def duplicate(self, path: str, value: Any) -> None:
@@ -283,7 +255,7 @@ def invalid_message(kind: str, name: str, causes: Sequence[Cause], *, group: str
         brackets for a single cause.
     """
     qualified = f"{kind}.{group}" if group else kind
-    head = f"{qualified} {_go_quote(name)} is invalid"
+    head = f"{qualified} {go_quote(name)} is invalid"
     seen: list[str] = []
     for cause in causes:
         text = f"{cause.field}: {cause.message}"
@@ -827,7 +799,7 @@ def _validate_object_meta_update(errs: _Errors, new: Obj, old: Obj, path: str = 
     if old.get("deletionTimestamp"):
         extra = sorted(set(_l(new.get("finalizers"))) - set(_l(old.get("finalizers"))))
         if extra:
-            listed = "[]string{" + ", ".join(_go_quote(str(f)) for f in extra) + "}"
+            listed = "[]string{" + ", ".join(go_quote(str(f)) for f in extra) + "}"
             errs.forbidden(
                 f"{path}.finalizers",
                 f"no new finalizers can be added if the object is being deleted, found new "
@@ -2329,7 +2301,7 @@ def decode_error(group: str, kind: str, obj: Obj) -> str | None:
         if offset is not None:
             version = _s(obj.get("apiVersion")).rsplit("/", 1)[-1] or "v1"
             return (
-                f"{kind} in version {_go_quote(version)} cannot be handled as a {kind}: "
+                f"{kind} in version {go_quote(version)} cannot be handled as a {kind}: "
                 f"illegal base64 data at input byte {offset}"
             )
     return None
