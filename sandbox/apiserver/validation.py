@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sandbox.apiserver.goformat import go_quote
+from sandbox.apiserver.selectors import labels_match, requirements_from_selector
 
 __all__ = [
     "Cause",
@@ -864,27 +865,16 @@ def _selector_is_empty(selector: Any) -> bool:
 
 
 def _selector_matches(selector: Any, labels: Any) -> bool:
-    """``labels.Selector.Matches``; a nil selector matches nothing, an empty one everything."""
+    """``labels.Selector.Matches`` for a selector already checked convertible; a nil selector
+    matches nothing, an empty one everything."""
     if selector is None:
         return False
     sel = _d(selector)
-    have = _d(labels)
-    for key, value in _d(sel.get("matchLabels")).items():
-        if have.get(key) != value:
-            return False
-    for expr in _l(sel.get("matchExpressions")):
-        expr_d = _d(expr)
-        key, operator, values = _s(expr_d.get("key")), expr_d.get("operator"), expr_d.get("values")
-        present = key in have
-        ok = {
-            "In": present and have.get(key) in _l(values),
-            "NotIn": not present or have.get(key) not in _l(values),
-            "Exists": present,
-            "DoesNotExist": not present,
-        }.get(_s(operator), False)
-        if not ok:
-            return False
-    return True
+    shaped = {
+        "matchLabels": _d(sel.get("matchLabels")),
+        "matchExpressions": [_d(e) for e in _l(sel.get("matchExpressions"))],
+    }
+    return labels_match(requirements_from_selector(shaped), _d(labels))
 
 
 def _selector_value(selector: Any) -> Any:
