@@ -71,12 +71,7 @@ class Credentials:
         reissued when it lacks one of ``ip_addresses``."""
         directory.mkdir(parents=True, exist_ok=True)
         ips = ("127.0.0.1", *ip_addresses)
-        ca_path = directory / "ca"
-        if (ca_path.with_suffix(".crt")).exists():
-            ca = tls.Identity.load(ca_path.with_suffix(".crt"), ca_path.with_suffix(".key"))
-        else:
-            ca = tls.create_ca("sandbox-ca")
-            ca.save(ca_path.with_suffix(".crt"), ca_path.with_suffix(".key"))
+        ca = _load_or_issue(directory / "ca", lambda: tls.create_ca("sandbox-ca"))
         server = _load_or_issue(
             directory / "apiserver",
             lambda: tls.issue_certificate(

@@ -125,11 +125,7 @@ class Objects:
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
         if resource.namespaced:
-            if metadata.get("namespace") not in (None, "", namespace):
-                raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent "
-                    "on the request"
-                )
+            _check_namespace(metadata, namespace)
             metadata["namespace"] = namespace
         else:
             metadata.pop("namespace", None)
@@ -291,23 +287,15 @@ class Objects:
         metadata = body.get("metadata")
         if not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
-        if metadata.get("name") not in (None, name):
-            raise errors.bad_request(
-                f"the name of the object ({metadata.get('name')}) does not match the name on "
-                f"the URL ({name})"
-            )
-        if resource.namespaced and metadata.get("namespace") not in (None, "", namespace):
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the "
-                "request"
-            )
+        if metadata.get("name") is not None:
+            _check_name(metadata, name)
+        if resource.namespaced:
+            _check_namespace(metadata, namespace)
         ns = namespace if resource.namespaced else ""
         current = self.store.get(resource.key, ns, name)
         if current is None:
             raise errors.not_found(resource, name)
-        wanted = metadata.get("resourceVersion")
-        if wanted and wanted != current["metadata"]["resourceVersion"]:
-            raise errors.conflict(resource, name, errors.STALE)
+        check_resource_version(resource, metadata, current)
         obj = self._merge_for_update(
             resource, current, copy.deepcopy(body), subresource=subresource
         )
@@ -455,15 +443,9 @@ class Objects:
         if not isinstance(result, dict) or not isinstance(result.get("metadata"), dict):
             raise errors.bad_request("the patch produced an object without metadata")
         assert current is not None
-        wanted = result["metadata"].get("resourceVersion")
-        if wanted and wanted != current["metadata"]["resourceVersion"]:
-            raise errors.conflict(resource, name, errors.STALE)
+        check_resource_version(resource, result["metadata"], current)
         result["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        if result["metadata"].get("name") != name:
-            raise errors.bad_request(
-                f"the name of the object ({result['metadata'].get('name')}) does not match the "
-                f"name on the URL ({name})"
-            )
+        _check_name(result["metadata"], name)
         obj = self._merge_for_update(resource, current, result, subresource=subresource)
         updated = await self._store_update(
             resource, obj, current, user, subresource=subresource, dry_run=dry_run, options=options
@@ -613,6 +595,30 @@ class Objects:
                 ],
             }
             self.store.update(CRDS, established)
+
+
+def _check_name(metadata: Mapping[str, Any], name: str) -> None:
+    if metadata.get("name") != name:
+        raise errors.bad_request(
+            f"the name of the object ({metadata.get('name')}) does not match the name on the URL "
+            f"({name})"
+        )
+
+
+def _check_namespace(metadata: Mapping[str, Any], namespace: str) -> None:
+    if metadata.get("namespace") not in (None, "", namespace):
+        raise errors.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+
+
+def check_resource_version(
+    resource: ResourceType, metadata: Mapping[str, Any], current: Obj
+) -> None:
+    """Optimistic concurrency: a write that names a resourceVersion must name the current one."""
+    wanted = metadata.get("resourceVersion")
+    if wanted and wanted != current["metadata"]["resourceVersion"]:
+        raise errors.conflict(resource, current["metadata"]["name"], errors.STALE)
 
 
 def _default_propagation(resource: ResourceType) -> str:

@@ -22,7 +22,13 @@ from aiohttp import web
 
 from sandbox.apiserver import discovery, errors, patch, tables
 from sandbox.apiserver.admission import AdmissionDenied
-from sandbox.apiserver.objects import Objects, encode, now_rfc3339, user_info_dict
+from sandbox.apiserver.objects import (
+    Objects,
+    check_resource_version,
+    encode,
+    now_rfc3339,
+    user_info_dict,
+)
 from sandbox.apiserver.patch import PatchError
 from sandbox.apiserver.rbac import Attributes, UserInfo
 from sandbox.apiserver.selectors import labels_match, parse_field_selector, parse_label_selector
@@ -216,11 +222,8 @@ class APIServer:
         return await self._resource(request, resource, namespace, name, subresource)
 
     def _authorize_path(self, request: Request, path: str) -> None:
-        attributes = Attributes(
-            user=request.user, verb=request.http.method.lower(), resource_request=False, path=path
-        )
-        if not self.authorizer.authorize(attributes).allowed:
-            raise errors.forbidden(self.authorizer.forbidden_message(attributes))
+        verb = request.http.method.lower()
+        self._authorize(Attributes(user=request.user, verb=verb, resource_request=False, path=path))
 
     def _non_resource(self, request: Request, path: str) -> web.StreamResponse:
         self._authorize_path(request, path)
@@ -339,7 +342,7 @@ class APIServer:
             )
             return self.object_response(request, resource, updated)
         if verb == "patch":
-            content_type = request.http.headers.get("Content-Type", "").split(";")[0].strip()
+            content_type = _media_type(request.http, "")
             patch_type = PATCH_TYPES.get(content_type)
             if patch_type is None or patch_type == "apply-cbor":
                 raise errors.unsupported_media_type(content_type)
@@ -387,7 +390,7 @@ class APIServer:
         data = await http.content.read(MAX_BODY + 1)
         if len(data) > MAX_BODY:
             raise errors.too_large(MAX_BODY)
-        content_type = http.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        content_type = _media_type(http, "application/json")
         if "protobuf" in content_type or "cbor" in content_type:
             raise errors.unsupported_media_type(content_type)
         try:
@@ -724,11 +727,9 @@ class APIServer:
         if request.http.method == "PUT":
             body = await self._body(request)
             replicas = body.get("spec", {}).get("replicas")
-            wanted = body.get("metadata", {}).get("resourceVersion")
-            if wanted and wanted != obj["metadata"]["resourceVersion"]:
-                raise errors.conflict(resource, name, errors.STALE)
+            check_resource_version(resource, body.get("metadata") or {}, obj)
         else:
-            content_type = request.http.headers.get("Content-Type", "").split(";")[0].strip()
+            content_type = _media_type(request.http, "")
             patch_type = PATCH_TYPES.get(content_type)
             body = await self._body(request, yaml_ok=patch_type == "apply", any_json=True)
             current = scale_of(obj)
@@ -931,6 +932,11 @@ class APIServer:
             "status": status,
         }
         return self.json(reply, status=201)
+
+
+def _media_type(http: web.Request, default: str) -> str:
+    """The request body's media type, without parameters such as ``charset``."""
+    return http.headers.get("Content-Type", default).split(";")[0].strip()
 
 
 def _sort_key(obj: Obj) -> str:
