@@ -12,7 +12,6 @@ import copy
 import logging
 import socket
 import ssl
-import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,7 +95,7 @@ async def serve(
     server = APIServer(objects, authenticator, authorizer, server_address=address)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.SockSite(runner, listener, ssl_context=_tls_context(credentials))
+    site = web.SockSite(runner, listener, ssl_context=_tls_context(directory / "pki", credentials))
     kubeconfig = directory / "kubeconfig"
     try:
         await site.start()
@@ -113,27 +112,17 @@ async def serve(
             listener.close()
 
 
-def _tls_context(credentials: auth.Credentials) -> ssl.SSLContext:
+def _tls_context(pki: Path, credentials: auth.Credentials) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(*_pem_files(credentials))
+    # The serving identity as Credentials.load_or_create saved it.
+    context.load_cert_chain(pki / "apiserver.crt", pki / "apiserver.key")
     # Client certificates are optional (tokens are the other way in) but, when presented,
     # verified against the cluster CA.
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_verify_locations(cadata=credentials.ca.certificate_pem.decode())
     context.set_alpn_protocols(["http/1.1"])
     return context
-
-
-def _pem_files(credentials: auth.Credentials) -> tuple[str, str]:
-    # ssl loads a chain only from files; these live as long as the process.
-    directory = tempfile.mkdtemp(prefix="sandbox-apiserver-")
-    cert, key = f"{directory}/tls.crt", f"{directory}/tls.key"
-    with open(cert, "wb") as file:
-        file.write(credentials.server.certificate_pem)
-    with open(key, "wb") as file:
-        file.write(credentials.server.private_key_pem)
-    return cert, key
 
 
 def _service_resolver(store: Store):  # type: ignore[no-untyped-def]
