@@ -215,12 +215,11 @@ class Store:
         current objects as ADDED first); a number means every change after that version,
         or ``410 Gone`` when those have been compacted away.
         """
+        if since is not None:
+            self.check_not_compacted(key, since)
         watcher = Watcher(self, key, namespace, accept)
         backlog: builtins.list[tuple[str, Obj, Change | None]] = []
         if since is not None:
-            compacted = self._compacted.get(key, 0)
-            if since < compacted:
-                raise errors.gone(f"too old resource version: {since} ({compacted + 1})")
             for change in self._history.get(key, ()):
                 if change.resource_version > since and (event := watcher.translate(change)):
                     backlog.append(event)

@@ -1,0 +1,333 @@
+"""The API server as kubernetes-asyncio sees it: the client the product itself is built on."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from sandbox.apiserver.run import Running, serve
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def api_client(running: Running) -> AsyncIterator[client.ApiClient]:
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(running.kubeconfig),
+        client_configuration=configuration,
+        persist_config=False,
+    )
+    async with client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture
+async def api(apiserver: Running) -> AsyncIterator[client.ApiClient]:
+    async with api_client(apiserver) as api:
+        yield api
+
+
+def configmap(name: str, **data: str) -> client.V1ConfigMap:
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
+
+
+async def test_configmap_create_read_update_delete(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    created = await core.create_namespaced_config_map("default", configmap("settings", a="1"))
+    assert created.metadata.uid
+    assert created.metadata.resource_version
+    assert created.metadata.creation_timestamp is not None
+
+    read = await core.read_namespaced_config_map("settings", "default")
+    assert read.data == {"a": "1"}
+    read.data["b"] = "2"
+    updated = await core.replace_namespaced_config_map("settings", "default", read)
+    assert updated.data == {"a": "1", "b": "2"}
+    assert int(updated.metadata.resource_version) > int(created.metadata.resource_version)
+
+    listed = await core.list_namespaced_config_map("default", label_selector="")
+    assert "settings" in [item.metadata.name for item in listed.items]
+
+    await core.delete_namespaced_config_map("settings", "default")
+    with pytest.raises(ApiException) as raised:
+        await core.read_namespaced_config_map("settings", "default")
+    assert raised.value.status == 404
+
+
+async def test_generate_name_and_already_exists(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(generate_name="run-"))
+    first = await core.create_namespaced_config_map("default", body)
+    second = await core.create_namespaced_config_map("default", body)
+    assert first.metadata.name.startswith("run-")
+    assert first.metadata.name != second.metadata.name
+
+    with pytest.raises(ApiException) as raised:
+        await core.create_namespaced_config_map("default", configmap(first.metadata.name))
+    assert raised.value.status == 409
+    assert '"reason":"AlreadyExists"' in raised.value.body.replace(" ", "")
+
+
+async def test_stale_update_is_a_conflict(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_config_map("default", configmap("shared", v="0"))
+    mine = await core.read_namespaced_config_map("shared", "default")
+    theirs = await core.read_namespaced_config_map("shared", "default")
+    theirs.data["v"] = "theirs"
+    await core.replace_namespaced_config_map("shared", "default", theirs)
+
+    mine.data["v"] = "mine"
+    with pytest.raises(ApiException) as raised:
+        await core.replace_namespaced_config_map("shared", "default", mine)
+    assert raised.value.status == 409
+    assert "Conflict" in raised.value.body
+    stored = await core.read_namespaced_config_map("shared", "default")
+    assert stored.data == {"v": "theirs"}
+
+
+async def test_list_then_watch_from_its_resource_version(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_config_map("default", configmap("before", x="0"))
+    listed = await core.list_namespaced_config_map("default")
+    assert [item.metadata.name for item in listed.items] == ["before", "kube-root-ca.crt"]
+
+    seen: list[tuple[str, str, dict[str, str] | None]] = []
+
+    async def observe() -> None:
+        stream = watch.Watch().stream(
+            core.list_namespaced_config_map,
+            "default",
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=10,
+        )
+        async with stream:
+            async for event in stream:
+                item = event["object"]
+                seen.append((event["type"], item.metadata.name, item.data))
+                if len(seen) == 3:
+                    return
+
+    # The changes happen before the watch starts: it must replay them from the version.
+    await core.create_namespaced_config_map("default", configmap("after", x="1"))
+    await core.patch_namespaced_config_map("after", "default", {"data": {"x": "2"}})
+    await core.delete_namespaced_config_map("before", "default")
+    with anyio.fail_after(10):
+        await observe()
+    assert seen == [
+        ("ADDED", "after", {"x": "1"}),
+        ("MODIFIED", "after", {"x": "2"}),
+        ("DELETED", "before", {"x": "0"}),
+    ]
+
+
+@pytest.fixture
+async def short_history(tmp_path: Path) -> AsyncIterator[Running]:
+    """A server that keeps only five changes per resource, so old versions expire quickly."""
+    async with anyio.create_task_group() as tasks:
+        running: Running = await tasks.start(
+            lambda task_status: serve(
+                tmp_path / "short", port=0, history=5, task_status=task_status
+            )
+        )
+        yield running
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_watch_from_an_expired_version_gets_410_and_a_relist_recovers(
+    short_history: Running,
+) -> None:
+    async with api_client(short_history) as api:
+        core = client.CoreV1Api(api)
+        await core.create_namespaced_config_map("default", configmap("counter", n="0"))
+        old = (await core.list_namespaced_config_map("default")).metadata.resource_version
+        for n in range(1, 11):
+            await core.patch_namespaced_config_map("counter", "default", {"data": {"n": str(n)}})
+
+        # kubernetes-asyncio raises the 410 that arrives as an ERROR event.
+        with pytest.raises(ApiException) as raised, anyio.fail_after(10):
+            stream = watch.Watch().stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=old,
+                timeout_seconds=5,
+            )
+            async with stream:
+                async for _ in stream:
+                    pass
+        assert raised.value.status == 410
+
+        # What an informer does next: relist, and watch from the new list's version.
+        relisted = await core.list_namespaced_config_map("default")
+        assert relisted.items[0].data == {"n": "10"}
+        got: list[dict[str, Any]] = []
+        with anyio.fail_after(10):
+            stream = watch.Watch().stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=relisted.metadata.resource_version,
+                timeout_seconds=5,
+            )
+            async with stream:
+                await core.patch_namespaced_config_map(
+                    "counter", "default", {"data": {"n": "11"}}
+                )
+                async for event in stream:
+                    got.append({"type": event["type"], "data": event["object"].data})
+                    break
+        assert got == [{"type": "MODIFIED", "data": {"n": "11"}}]
+
+
+def deployment() -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "sandbox/http-echo:1",
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                            "ports": [{"containerPort": 8080, "name": "http"}],
+                        },
+                        {"name": "sidecar", "image": "sandbox/tcp-echo:1"},
+                    ]
+                },
+            },
+        },
+    }
+
+
+async def test_strategic_merge_patch_of_a_deployments_containers(api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    await apps.create_namespaced_deployment("default", deployment())
+    # kubernetes-asyncio sends a dict body to a patch method as a strategic merge patch.
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "sandbox/http-echo:2",
+                            "env": [{"name": "B", "value": "changed"}, {"name": "C", "value": "3"}],
+                        },
+                        {"name": "agent", "image": "ghcr.io/telepresenceio/tel2:2"},
+                    ]
+                }
+            }
+        }
+    }
+    patched = await apps.patch_namespaced_deployment("web", "default", patch)
+    containers = {c.name: c for c in patched.spec.template.spec.containers}
+    assert list(containers) == ["web", "agent", "sidecar"]
+    web = containers["web"]
+    assert web.image == "sandbox/http-echo:2"
+    assert [(e.name, e.value) for e in web.env] == [("A", "1"), ("B", "changed"), ("C", "3")]
+    assert [p.container_port for p in web.ports] == [8080]  # untouched list kept
+    assert containers["sidecar"].image == "sandbox/tcp-echo:1"
+    assert patched.metadata.generation == 2
+
+    # Delete one container by its key with the $patch directive.
+    removed = await apps.patch_namespaced_deployment(
+        "web",
+        "default",
+        {"spec": {"template": {"spec": {"containers": [{"name": "agent", "$patch": "delete"}]}}}},
+    )
+    assert [c.name for c in removed.spec.template.spec.containers] == ["web", "sidecar"]
+
+
+async def test_scale_subresource_and_status(api: client.ApiClient) -> None:
+    apps = client.AppsV1Api(api)
+    await apps.create_namespaced_deployment("default", deployment())
+    scale = await apps.read_namespaced_deployment_scale("web", "default")
+    assert scale.spec.replicas == 1
+    await apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 3}})
+    assert (await apps.read_namespaced_deployment("web", "default")).spec.replicas == 3
+
+    # The status subresource changes the status only, and the main resource ignores it.
+    await apps.patch_namespaced_deployment_status(
+        "web", "default", {"status": {"replicas": 3, "readyReplicas": 2}}
+    )
+    status = (await apps.read_namespaced_deployment_status("web", "default")).status
+    assert (status.replicas, status.ready_replicas) == (3, 2)
+
+
+async def test_label_selector_list_and_field_selector(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    for name, tier in [("a", "front"), ("b", "back"), ("c", "front")]:
+        body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels={"tier": tier}))
+        await core.create_namespaced_config_map("default", body)
+    front = await core.list_namespaced_config_map("default", label_selector="tier=front")
+    assert [item.metadata.name for item in front.items] == ["a", "c"]
+    named = await core.list_namespaced_config_map("default", field_selector="metadata.name=b")
+    assert [item.metadata.name for item in named.items] == ["b"]
+    with pytest.raises(ApiException) as raised:
+        await core.list_namespaced_config_map("default", label_selector="tier in (front")
+    assert raised.value.status == 400
+
+
+async def test_paged_list_with_limit_and_continue(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    for n in range(7):
+        await core.create_namespaced_config_map("default", configmap(f"page-{n}"))
+    names: list[str] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        page = await core.list_namespaced_config_map("default", limit=3, _continue=token)
+        pages += 1
+        names += [item.metadata.name for item in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+    # kube-root-ca.crt is in every namespace too.
+    assert names == sorted(names)
+    assert [name for name in names if name.startswith("page-")] == [f"page-{n}" for n in range(7)]
+    assert pages == 3
+
+
+async def test_rbac_objects_and_a_limited_user(apiserver: Running, api: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    authz = client.AuthorizationV1Api(api)
+    await client.CoreV1Api(api).create_namespace({"metadata": {"name": "team"}})
+    await rbac.create_namespaced_role(
+        "team",
+        {
+            "metadata": {"name": "reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+        },
+    )
+    review = {
+        "spec": {
+            "user": "developer",
+            "resourceAttributes": {"namespace": "team", "verb": "list", "resource": "pods"},
+        }
+    }
+    before = await authz.create_subject_access_review(review)
+    assert before.status.allowed is False
+    await rbac.create_namespaced_role_binding(
+        "team",
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "User", "name": "developer"}],
+        },
+    )
+    after = await authz.create_subject_access_review(review)
+    assert after.status.allowed is True
