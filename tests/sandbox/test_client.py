@@ -154,7 +154,7 @@ async def test_a_watch_from_an_expired_version_gets_410_and_a_relist_recovers(
             await core.patch_namespaced_config_map("counter", "default", {"data": {"n": str(n)}})
 
         # kubernetes-asyncio raises the 410 that arrives as an ERROR event.
-        with pytest.raises(ApiException) as raised, anyio.fail_after(10):
+        async def watch_from_old() -> None:
             stream = watch.Watch().stream(
                 core.list_namespaced_config_map,
                 "default",
@@ -164,6 +164,9 @@ async def test_a_watch_from_an_expired_version_gets_410_and_a_relist_recovers(
             async with stream:
                 async for _ in stream:
                     pass
+
+        with anyio.fail_after(10), pytest.raises(ApiException) as raised:
+            await watch_from_old()
         assert raised.value.status == 410
 
         # What an informer does next: relist, and watch from the new list's version.
@@ -178,9 +181,7 @@ async def test_a_watch_from_an_expired_version_gets_410_and_a_relist_recovers(
                 timeout_seconds=5,
             )
             async with stream:
-                await core.patch_namespaced_config_map(
-                    "counter", "default", {"data": {"n": "11"}}
-                )
+                await core.patch_namespaced_config_map("counter", "default", {"data": {"n": "11"}})
                 async for event in stream:
                     got.append({"type": event["type"], "data": event["object"].data})
                     break
