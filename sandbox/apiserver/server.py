@@ -385,11 +385,7 @@ class APIServer:
         self, request: Request, *, yaml_ok: bool = False, any_json: bool = False
     ) -> Any:
         http = request.http
-        if http.content_length is not None and http.content_length > MAX_BODY:
-            raise errors.too_large(MAX_BODY)
-        data = await http.content.read(MAX_BODY + 1)
-        if len(data) > MAX_BODY:
-            raise errors.too_large(MAX_BODY)
+        data = await _read_body(http)
         content_type = _media_type(http, "application/json")
         if "protobuf" in content_type or "cbor" in content_type:
             raise errors.unsupported_media_type(content_type)
@@ -410,7 +406,7 @@ class APIServer:
 
     async def _delete_options(self, request: Request) -> dict[str, Any]:
         options: dict[str, Any] = {}
-        data = await request.http.content.read(MAX_BODY + 1)
+        data = await _read_body(request.http)
         if data.strip():
             try:
                 parsed = json.loads(data)
@@ -932,6 +928,18 @@ class APIServer:
             "status": status,
         }
         return self.json(reply, status=201)
+
+
+async def _read_body(http: web.Request) -> bytes:
+    """The whole request body; ``413`` past :data:`MAX_BODY` (the stream gives it in pieces)."""
+    if http.content_length is not None and http.content_length > MAX_BODY:
+        raise errors.too_large(MAX_BODY)
+    data = bytearray()
+    while chunk := await http.content.read(MAX_BODY + 1 - len(data)):
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise errors.too_large(MAX_BODY)
+    return bytes(data)
 
 
 def _media_type(http: web.Request, default: str) -> str:

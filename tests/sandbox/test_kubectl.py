@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -228,3 +229,76 @@ async def test_delete_and_watch(kubectl: Kubectl, apiserver: Running) -> None:
     assert "configmap/later" in seen
     gone = await kubectl("get", "configmap", "watched", check=False)
     assert "NotFound" in gone.stderr
+
+
+ROLLOUTS_CRD = Path(__file__).parent / "manifests" / "rollouts-crd.yaml"
+ROLLOUT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers: [{name: web, image: sandbox/http-echo:1}]
+  strategy:
+    canary:
+      maxSurge: 25%
+      steps: [{setWeight: 20}, {pause: {duration: 10s}}]
+"""
+
+
+async def test_argo_rollouts_crd_installs_and_serves_rollouts(kubectl: Kubectl) -> None:
+    installed = await kubectl("apply", "-f", str(ROLLOUTS_CRD))
+    assert "customresourcedefinition.apiextensions.k8s.io/rollouts.argoproj.io created" in (
+        installed.stdout
+    )
+    await kubectl(
+        "wait", "--for=condition=Established", "crd/rollouts.argoproj.io", "--timeout=10s"
+    )
+    # kubectl refreshes its discovery cache on the unknown kind, as against a real cluster.
+    created = await kubectl("apply", "-f", "-", stdin=ROLLOUT)
+    assert "rollout.argoproj.io/web created" in created.stdout
+    table = (await kubectl("get", "ro")).stdout.splitlines()
+    assert table[0].split() == ["NAME", "DESIRED", "CURRENT", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert table[1].split()[:2] == ["web", "2"]
+
+    # The scale subresource follows the CRD's own paths (.status.HPAReplicas).
+    scaled = await kubectl("scale", "rollout", "web", "--replicas=3")
+    assert "rollout.argoproj.io/web scaled" in scaled.stdout
+    rollout = await kubectl.json("get", "rollouts.argoproj.io", "web")
+    assert rollout["spec"]["replicas"] == 3
+    assert rollout["spec"]["strategy"]["canary"]["maxSurge"] == "25%"
+    assert rollout["metadata"]["generation"] == 2
+    await kubectl(
+        "patch",
+        "rollout",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"HPAReplicas":3,"replicas":3,"selector":"app=web"}}',
+    )
+    raw = await kubectl(
+        "get", "--raw", "/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/web/scale"
+    )
+    scale = json.loads(raw.stdout)
+    assert scale["spec"] == {"replicas": 3}
+    assert scale["status"] == {"replicas": 3, "selector": "app=web"}
+
+    # A custom resource has no strategic merge patch, as on a real server.
+    refused = await kubectl(
+        "patch", "rollout", "web", "--type=strategic", "-p", '{"spec":{"replicas":1}}', check=False
+    )
+    assert refused.returncode != 0
+    assert "strategic-merge-patch+json is not supported" in refused.stderr
+
+    deleted = await kubectl("delete", "crd", "rollouts.argoproj.io")
+    assert "deleted" in deleted.stdout
+    gone = await kubectl("get", "rollouts.argoproj.io", check=False)
+    assert gone.returncode != 0
