@@ -121,9 +121,10 @@ class Objects:
     ) -> Obj:
         self._check_type(resource, body)
         obj = copy.deepcopy(body)
-        metadata = obj.setdefault("metadata", {})
-        if not isinstance(metadata, dict):
-            raise errors.bad_request("metadata must be an object")
+        if obj.get("metadata") is None:
+            obj["metadata"] = {}
+        metadata = obj["metadata"]
+        _check_metadata_types(resource, metadata)
         if resource.namespaced:
             _check_namespace(metadata, namespace)
             metadata["namespace"] = namespace
@@ -251,16 +252,16 @@ class Objects:
     def validate(self, resource: ResourceType, obj: Obj, old: Obj | None) -> None:
         metadata = obj.get("metadata", {})
         name = metadata.get("name", "")
-        causes = []
-        if not name:
-            causes.append(
+        causes = validation.validate(resource.group, resource.kind, obj, old)
+        if not name and not any(c.field == "metadata.name" for c in causes):
+            causes.insert(
+                0,
                 validation.Cause(
                     "FieldValueRequired",
                     "Required value: name or generateName is required",
                     "metadata.name",
-                )
+                ),
             )
-        causes += validation.validate(resource.group, resource.kind, obj, old)
         if causes:
             raise errors.invalid(
                 resource,
@@ -284,9 +285,11 @@ class Objects:
         options: Mapping[str, Any] | None = None,
     ) -> Obj:
         self._check_type(resource, body)
-        metadata = body.get("metadata")
-        if not isinstance(metadata, dict):
-            raise errors.bad_request("metadata must be an object")
+        if body.get("metadata") is None:
+            body["metadata"] = {}
+        metadata = body["metadata"]
+        _check_metadata_types(resource, metadata)
+        assert isinstance(metadata, dict)
         if metadata.get("name") is not None:
             _check_name(metadata, name)
         if resource.namespaced:
@@ -442,6 +445,7 @@ class Objects:
                 raise errors.unsupported_media_type(patch_type)
         if not isinstance(result, dict) or not isinstance(result.get("metadata"), dict):
             raise errors.bad_request("the patch produced an object without metadata")
+        _check_metadata_types(resource, result["metadata"])
         assert current is not None
         check_resource_version(resource, result["metadata"], current)
         result["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -661,3 +665,48 @@ def _replace_object(request: AdmissionRequest, obj: Obj) -> AdmissionRequest:
 
 def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+#: ObjectMeta's fields that clients write, with their Go types (for decoding errors).
+_META_TYPES: dict[str, tuple[type, str]] = {
+    "name": (str, "string"),
+    "generateName": (str, "string"),
+    "namespace": (str, "string"),
+    "uid": (str, "types.UID"),
+    "resourceVersion": (str, "string"),
+    "labels": (dict, "map[string]string"),
+    "annotations": (dict, "map[string]string"),
+    "finalizers": (list, "[]string"),
+    "ownerReferences": (list, "[]v1.OwnerReference"),
+}
+_JSON_TYPE_NAMES = {str: "string", bool: "bool", int: "number", float: "number", dict: "object"}
+
+
+def _check_metadata_types(resource: ResourceType, metadata: object) -> None:
+    """``400`` for metadata of the wrong JSON types, as Go's decoder words it."""
+
+    def mistyped(value: object, field: str, go_type: str) -> errors.APIError:
+        found = _JSON_TYPE_NAMES.get(type(value), "array")
+        return errors.bad_request(
+            f"json: cannot unmarshal {found} into Go struct field {field} of type {go_type}"
+        )
+
+    if not isinstance(metadata, dict):
+        raise mistyped(metadata, f"{resource.kind}.metadata", "v1.ObjectMeta")
+    for key, (python_type, go_type) in _META_TYPES.items():
+        value = metadata.get(key)
+        if value is None:
+            continue
+        field = f"ObjectMeta.metadata.{key}"
+        if not isinstance(value, python_type):
+            raise mistyped(value, field, go_type)
+        if python_type is str:
+            continue
+        contents: Any = value
+        items = list(contents.values() if key in ("labels", "annotations") else contents)
+        if key != "ownerReferences":
+            wrong = [item for item in items if not isinstance(item, str)]
+            if wrong:
+                raise mistyped(wrong[0], field, "string")
+        elif wrong := [item for item in items if not isinstance(item, dict)]:
+            raise mistyped(wrong[0], field, "v1.OwnerReference")

@@ -20,7 +20,7 @@ import anyio
 import yaml
 from aiohttp import web
 
-from sandbox.apiserver import discovery, errors, patch, tables
+from sandbox.apiserver import discovery, errors, patch, protobuf, tables
 from sandbox.apiserver.admission import AdmissionDenied
 from sandbox.apiserver.objects import (
     Objects,
@@ -71,6 +71,18 @@ class Request:
 
     def flag(self, name: str) -> bool:
         return self.query.get(name, "").lower() in ("true", "1")
+
+    def integer(self, name: str) -> int | None:
+        """An integer query parameter; ``400`` with Go's parse error when it is not one."""
+        value = self.query.get(name, "")
+        if not value:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise errors.bad_request(
+                f'strconv.ParseInt: parsing "{value}": invalid syntax'
+            ) from None
 
     @property
     def dry_run(self) -> bool:
@@ -264,7 +276,7 @@ class APIServer:
             "PATCH": "patch",
             "DELETE": "delete" if name else "deletecollection",
         }.get(method)
-        if verb is None:
+        if verb is None or (verb in ("update", "patch") and not name):
             raise errors.method_not_allowed()
         if sub in ("exec", "portforward", "attach") and method == "GET":
             verb = "create"  # upgrades are authorized as create, as upstream (since 1.30: get too)
@@ -387,6 +399,12 @@ class APIServer:
         http = request.http
         data = await _read_body(http)
         content_type = _media_type(http, "application/json")
+        if content_type.lower() == protobuf.MEDIA_TYPE:
+            # client-go's typed clients (kubectl create ..., auth can-i) send protobuf.
+            try:
+                return protobuf.decode_object(data)
+            except protobuf.ProtobufError as error:
+                raise errors.bad_request(str(error)) from None
         if "protobuf" in content_type or "cbor" in content_type:
             raise errors.unsupported_media_type(content_type)
         try:
@@ -407,7 +425,15 @@ class APIServer:
     async def _delete_options(self, request: Request) -> dict[str, Any]:
         options: dict[str, Any] = {}
         data = await _read_body(request.http)
-        if data.strip():
+        if data and _media_type(request.http, "").lower() == protobuf.MEDIA_TYPE:
+            try:
+                decoded = protobuf.decode_object(data)
+            except protobuf.ProtobufError as error:
+                raise errors.bad_request(str(error)) from None
+            if decoded["kind"] != "DeleteOptions":
+                raise errors.bad_request(f"a delete's body is DeleteOptions, not {decoded['kind']}")
+            options.update(decoded)
+        elif data.strip():
             try:
                 parsed = json.loads(data)
             except ValueError as error:
@@ -419,7 +445,7 @@ class APIServer:
             if key in request.query:
                 value: Any = request.query[key]
                 if key == "gracePeriodSeconds":
-                    value = int(value)
+                    value = request.integer(key)
                 elif key == "orphanDependents":
                     value = value == "true"
                 options[key] = value
@@ -519,7 +545,7 @@ class APIServer:
             self.store.check_not_compacted(resource.key, version_then)
             items = [o for o in items if _sort_key(o) > after]
             meta["resourceVersion"] = str(version_then)
-        limit = int(request.query.get("limit") or 0)
+        limit = request.integer("limit") or 0
         if limit > 0 and len(items) > limit:
             remaining = len(items) - limit
             items = items[:limit]
@@ -562,13 +588,13 @@ class APIServer:
         initial = request.flag("sendInitialEvents")
         # "" and "0" start with the current state as ADDED events; a version resumes after it.
         since = None if version in (None, 0) or initial else version
-        watcher, backlog = self.store.watch(resource.key, namespace or None, accept, since)
         wants = self._wants(request)
-        timeout = float(request.query.get("timeoutSeconds") or 0) or math.inf
+        timeout = request.integer("timeoutSeconds") or math.inf
         bookmarks = request.flag("allowWatchBookmarks")
+        # Everything that can refuse the request is done: from here the watcher is closed.
+        watcher, backlog = self.store.watch(resource.key, namespace or None, accept, since)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
-        await response.prepare(request.http)
         first_table = [True]
 
         def line(kind: str, obj: Obj) -> bytes:
@@ -584,6 +610,7 @@ class APIServer:
             return json_line({"type": kind, "object": obj})
 
         try:
+            await response.prepare(request.http)
             with anyio.move_on_after(timeout):
                 if since is None:
                     for obj in self.store.list(resource.key, namespace or None):

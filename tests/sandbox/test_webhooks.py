@@ -6,7 +6,6 @@ configurations and the objects, and sees what kube-apiserver would give it back.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,7 +22,7 @@ from tests.sandbox.test_admission import (
     validating,
     webhook,
 )
-from tests.sandbox.test_client import api
+from tests.sandbox.test_client import api, manifest, status_of
 
 if TYPE_CHECKING:
     from telepresence.wire.tls import Identity
@@ -44,8 +43,10 @@ CONFIGMAP_RULE = {
 SELECTED = {"objectSelector": {"matchLabels": {"webhook-test": "yes"}}}
 
 
-def configmap(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {"webhook-test": "yes"}}, "data": {"a": "1"}}
+def configmap(name: str) -> Any:
+    return manifest(
+        {"metadata": {"name": name, "labels": {"webhook-test": "yes"}}, "data": {"a": "1"}}
+    )
 
 
 async def test_a_mutating_webhook_mutates_the_created_object(
@@ -54,7 +55,7 @@ async def test_a_mutating_webhook_mutates_the_created_object(
     url = server.route("/inject", add_label("injected", "yes"))
     hook = webhook("inject.example.com", url, server.ca, rules=[CONFIGMAP_RULE], **SELECTED)
     admission = client.AdmissionregistrationV1Api(api)
-    await admission.create_mutating_webhook_configuration(mutating("injector", hook))
+    await admission.create_mutating_webhook_configuration(manifest(mutating("injector", hook)))
     core = client.CoreV1Api(api)
 
     created = await core.create_namespaced_config_map("default", configmap("settings"))
@@ -73,7 +74,7 @@ async def test_a_mutating_webhook_mutates_the_created_object(
     assert request["object"]["data"] == {"a": "1"}
 
     # An object the objectSelector leaves out is not sent to the webhook.
-    await core.create_namespaced_config_map("default", {"metadata": {"name": "other"}})
+    await core.create_namespaced_config_map("default", manifest({"metadata": {"name": "other"}}))
     assert len(server.reviews["/inject"]) == 1
 
 
@@ -89,12 +90,12 @@ async def test_a_dead_webhook_rejects_under_fail_and_admits_under_ignore(
         else (validating, admission.create_validating_webhook_configuration)
     )
     hook = webhook("dead.example.com", dead_url, ca, rules=[CONFIGMAP_RULE], **SELECTED)
-    await create(make("dead", {**hook, "failurePolicy": "Fail"}))
+    await create(manifest(make("dead", {**hook, "failurePolicy": "Fail"})))
 
     with pytest.raises(ApiException) as raised:
         await core.create_namespaced_config_map("default", configmap("refused"))
     assert raised.value.status == 500
-    status = json.loads(raised.value.body)
+    status = status_of(raised.value)
     assert status["reason"] == "InternalError"
     assert status["message"].startswith(
         'Internal error occurred: failed calling webhook "dead.example.com"'
@@ -133,11 +134,11 @@ async def test_a_validating_webhook_denies_with_its_message(
     url = server.route("/deny", deny)
     hook = webhook("policy.example.com", url, server.ca, rules=[CONFIGMAP_RULE], **SELECTED)
     await client.AdmissionregistrationV1Api(api).create_validating_webhook_configuration(
-        validating("policy", hook)
+        manifest(validating("policy", hook))
     )
     with pytest.raises(ApiException) as raised:
         await client.CoreV1Api(api).create_namespaced_config_map("default", configmap("x"))
     assert raised.value.status == 403
-    assert json.loads(raised.value.body)["message"] == (
+    assert status_of(raised.value)["message"] == (
         'admission webhook "policy.example.com" denied the request: configmaps need an owner label'
     )
