@@ -56,11 +56,18 @@ def apiserver(
                     tasks.cancel_scope.cancel()
                     break
 
+    failure: OSError | None = None
     try:
         anyio.run(run)
-    except OSError as error:
-        typer.echo(f"error: cannot serve on {host}:{port}: {error.strerror or error}", err=True)
-        raise typer.Exit(1) from None
+    except* OSError as group:
+        leaf: OSError | ExceptionGroup[OSError] = group
+        while isinstance(leaf, ExceptionGroup):
+            leaf = leaf.exceptions[0]
+        failure = leaf
+    if failure is not None:
+        reason = failure.strerror or failure
+        typer.echo(f"error: cannot serve on {host}:{port}: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
