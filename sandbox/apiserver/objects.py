@@ -118,7 +118,9 @@ class Objects:
         *,
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
+        field_manager: str | None = "",
     ) -> Obj:
+        """Create ``body``; ``field_manager`` None means an apply already recorded its fields."""
         self._check_type(resource, body)
         obj = copy.deepcopy(body)
         if obj.get("metadata") is None:
@@ -143,6 +145,8 @@ class Objects:
         name = obj["metadata"].get("name", "")
         if self.store.get(resource.key, namespace if resource.namespaced else "", name):
             raise errors.already_exists(resource, name)
+        if field_manager is not None:
+            self._track(resource, None, obj, field_manager, subresource="")
         if dry_run:
             return obj
         self._allocate(resource, obj)
@@ -283,6 +287,7 @@ class Objects:
         subresource: str = "",
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
+        field_manager: str = "",
     ) -> Obj:
         self._check_type(resource, body)
         if body.get("metadata") is None:
@@ -303,7 +308,46 @@ class Objects:
             resource, current, copy.deepcopy(body), subresource=subresource
         )
         return await self._store_update(
-            resource, obj, current, user, subresource=subresource, dry_run=dry_run, options=options
+            resource,
+            obj,
+            current,
+            user,
+            subresource=subresource,
+            dry_run=dry_run,
+            options=options,
+            field_manager=field_manager,
+        )
+
+    def _track(
+        self, resource: ResourceType, live: Obj | None, obj: Obj, manager: str, *, subresource: str
+    ) -> None:
+        """Record a create, update or patch in ``obj``'s managedFields (see
+        :func:`patch.record_update`). managedFields the client changed are its to set: ``[{}]``
+        clears them all; any other new list is the state this write is recorded on top of;
+        ``[]`` or leaving them out changes nothing (as the real server treats them)."""
+        metadata = obj["metadata"]
+        sent = metadata.get("managedFields")
+        before = (live or {}).get("metadata", {}).get("managedFields")
+        if sent == [{}]:
+            metadata.pop("managedFields", None)
+            return
+        if sent and sent != before:
+            live = {
+                **(live or {}),
+                "metadata": {**(live or {}).get("metadata", {}), "managedFields": sent},
+            }
+        elif live is None:
+            metadata.pop("managedFields", None)
+        patch.record_update(
+            live,
+            obj,
+            group=resource.group,
+            kind=resource.kind,
+            manager=manager,
+            api_version=resource.api_version,
+            subresource=subresource,
+            now=now_rfc3339(self.clock),
+            skip_status="status" in resource.subresources and subresource != "status",
         )
 
     def _merge_for_update(
@@ -354,7 +398,10 @@ class Objects:
         subresource: str,
         dry_run: bool,
         options: Mapping[str, Any] | None,
+        field_manager: str | None,
     ) -> Obj:
+        """Admit, validate and store an update; ``field_manager`` None means an apply already
+        recorded its fields."""
         obj = await self._admit_and_validate(
             resource,
             "UPDATE",
@@ -365,6 +412,8 @@ class Objects:
             options=options,
             subresource=subresource,
         )
+        if field_manager is not None:
+            self._track(resource, current, obj, field_manager, subresource=subresource)
         if dry_run:
             return obj
         metadata = obj["metadata"]
@@ -416,7 +465,13 @@ class Objects:
             if current is None:
                 result.setdefault("metadata", {})["name"] = name
                 created = await self.create(
-                    resource, namespace, result, user, dry_run=dry_run, options=options
+                    resource,
+                    namespace,
+                    result,
+                    user,
+                    dry_run=dry_run,
+                    options=options,
+                    field_manager=None,
                 )
                 return 201, created
         else:
@@ -452,7 +507,14 @@ class Objects:
         _check_name(result["metadata"], name)
         obj = self._merge_for_update(resource, current, result, subresource=subresource)
         updated = await self._store_update(
-            resource, obj, current, user, subresource=subresource, dry_run=dry_run, options=options
+            resource,
+            obj,
+            current,
+            user,
+            subresource=subresource,
+            dry_run=dry_run,
+            options=options,
+            field_manager=None if patch_type == "apply" else field_manager,
         )
         return 200, updated
 
@@ -642,7 +704,7 @@ def _spec_changed(resource: ResourceType, old: Obj, new: Obj) -> bool:
 
 
 def _same_content(a: Obj, b: Obj) -> bool:
-    strip = ("resourceVersion", "managedFields")
+    strip = ("resourceVersion",)
     meta_a = {k: v for k, v in a.get("metadata", {}).items() if k not in strip}
     meta_b = {k: v for k, v in b.get("metadata", {}).items() if k not in strip}
     return meta_a == meta_b and {k: v for k, v in a.items() if k != "metadata"} == {

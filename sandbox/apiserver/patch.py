@@ -981,6 +981,77 @@ def server_side_apply(
     return result
 
 
+def record_update(
+    live: dict[str, Any] | None,
+    result: dict[str, Any],
+    *,
+    group: str,
+    kind: str,
+    manager: str,
+    api_version: str,
+    subresource: str,
+    now: str,
+    skip_status: bool,
+) -> None:
+    """Record a write that is not an apply (create, update, patch) in ``managedFields``.
+
+    As the real field manager's updater does: the writer's ``Update`` entry (one per manager,
+    apiVersion and subresource) gains every field the write added or changed, no manager keeps
+    a field the write changed or removed, and a manager left with nothing is dropped. A
+    writer whose fields did not change keeps its entry and its time.
+
+    Args:
+        live: The stored object before the write, or None for a create.
+        result: The object as it will be stored (after defaulting and admission); its
+            ``metadata.managedFields`` is replaced.
+        group: The object's API group ("" for core).
+        kind: The object's kind.
+        manager: The field manager (the ``fieldManager`` parameter, or the user agent's
+            first part).
+        api_version: The request's apiVersion, recorded for updaters.
+        subresource: The subresource written through ("" for the main resource).
+        now: The RFC 3339 time for a changed entry.
+        skip_status: Whether the main resource ignores status (it has a status subresource),
+            so nobody owns status through it.
+    """
+    root = _KINDS.get((group, kind))
+    before = (
+        {}
+        if live is None
+        else _flatten_object(_without_managed_fields(live), root, skip_status=skip_status)
+    )
+    after = _flatten_object(_without_managed_fields(result), root, skip_status=skip_status)
+    changed = {path for path, value in after.items() if path not in before or before[path] != value}
+    removed = before.keys() - after.keys()
+    managers = [] if live is None else _decode_managers(live)
+    identity = (manager, "Update", api_version, subresource)
+    mine = next(
+        (m for m in managers if (m.manager, m.operation, m.api_version, m.subresource) == identity),
+        None,
+    )
+    settled = []
+    for other in managers:
+        if other is mine:
+            continue
+        fields = other.fields - changed - removed
+        if fields == other.fields:
+            settled.append(other)
+        elif fields:
+            settled.append(other._replace(fields=frozenset(fields), entry=None))
+    owned = (mine.fields if mine else frozenset()) | changed
+    owned -= removed
+    if mine is not None and owned == mine.fields:
+        settled.append(mine)
+    elif owned:
+        settled.append(_Manager(manager, "Update", api_version, subresource, now, frozenset(owned)))
+    entries = sorted((_encode_manager(m) for m in settled), key=_entry_order)
+    meta = result.setdefault("metadata", {})
+    if entries:
+        meta["managedFields"] = entries
+    else:
+        meta.pop("managedFields", None)
+
+
 def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(obj)
     meta = out.get("metadata")

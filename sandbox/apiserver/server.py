@@ -338,6 +338,7 @@ class APIServer:
                 request.user,
                 dry_run=request.dry_run,
                 options=self._options(request, "CreateOptions"),
+                field_manager=_field_manager(request),
             )
             return self.object_response(request, resource, created, status=201)
         if verb == "update":
@@ -351,6 +352,7 @@ class APIServer:
                 subresource=sub,
                 dry_run=request.dry_run,
                 options=self._options(request, "UpdateOptions"),
+                field_manager=_field_manager(request),
             )
             return self.object_response(request, resource, updated)
         if verb == "patch":
@@ -368,7 +370,11 @@ class APIServer:
                 request.user,
                 subresource=sub,
                 dry_run=request.dry_run,
-                field_manager=request.query.get("fieldManager", ""),
+                field_manager=(
+                    request.query.get("fieldManager", "")
+                    if patch_type == "apply"
+                    else _field_manager(request)
+                ),
                 force=request.flag("force"),
                 options=self._options(request, "PatchOptions"),
             )
@@ -776,7 +782,17 @@ class APIServer:
         for part in spec_path[:-1]:
             target = target.setdefault(part, {})
         target[spec_path[-1]] = replicas
-        result = await self.objects.update(resource, namespace, name, updated, request.user)
+        result = await self.objects.update(
+            resource,
+            namespace,
+            name,
+            updated,
+            request.user,
+            subresource="scale",
+            dry_run=request.dry_run,
+            options=self._options(request, "UpdateOptions"),
+            field_manager=_field_manager(request),
+        )
         return self.json(scale_of(result))
 
     async def _token_request(self, request: Request, namespace: str, name: str) -> web.Response:
@@ -955,6 +971,19 @@ class APIServer:
             "status": status,
         }
         return self.json(reply, status=201)
+
+
+def _field_manager(request: Request) -> str:
+    """Who a write is recorded as: ``fieldManager``, else the user agent up to its first
+    ``/`` (``kubectl``, ``OpenAPI-Generator``), as the real server names updaters."""
+    manager = request.query.get("fieldManager")
+    if manager is None:
+        return request.http.headers.get("User-Agent", "").split("/")[0][:128]
+    if len(manager) > 128:
+        raise errors.bad_request(
+            f'fieldManager: Invalid value: "{manager}": must be at most 128 characters'
+        )
+    return manager
 
 
 async def _read_body(http: web.Request) -> bytes:

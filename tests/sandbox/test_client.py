@@ -357,3 +357,66 @@ async def test_rbac_objects_and_a_limited_user(apiserver: Running, api: client.A
     )
     after = await authz.create_subject_access_review(review)
     assert after.status.allowed is True
+
+
+#: kubernetes-asyncio sends a patch body as a server-side apply with this content type.
+APPLY: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
+
+
+def owners(obj: Any) -> dict[tuple[str, str, str | None], Any]:
+    return {
+        (entry.manager, entry.operation, entry.subresource): entry.fields_v1
+        for entry in obj.metadata.managed_fields or []
+    }
+
+
+async def test_managed_fields_record_who_wrote_what(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    created = await core.create_namespaced_config_map("default", configmap("owned", a="1"))
+    # (A real server also records ".": {} for a map the write added; this one owns leaves.)
+    assert owners(created) == {
+        ("OpenAPI-Generator", "Update", None): {"f:data": {"f:a": {}}},
+    }
+    patched = await core.patch_namespaced_config_map(
+        "owned", "default", {"data": {"b": "2"}}, field_manager="tuner"
+    )
+    assert owners(patched) == {
+        ("OpenAPI-Generator", "Update", None): {"f:data": {"f:a": {}}},
+        ("tuner", "Update", None): {"f:data": {"f:b": {}}},
+    }
+    # An apply that changes a field another manager owns conflicts, naming it...
+    config = manifest({"apiVersion": "v1", "kind": "ConfigMap", "data": {"b": "3"}})
+    with pytest.raises(ApiException) as raised:
+        await core.patch_namespaced_config_map(
+            "owned",
+            "default",
+            config,
+            field_manager="applier",
+            **APPLY,
+        )
+    assert raised.value.status == 409
+    assert status_of(raised.value)["message"] == (
+        'Apply failed with 1 conflict: conflict with "tuner" using v1: .data.b'
+    )
+    # ...and force takes it over.
+    forced = await core.patch_namespaced_config_map(
+        "owned",
+        "default",
+        config,
+        field_manager="applier",
+        force=True,
+        **APPLY,
+    )
+    assert forced.data == {"a": "1", "b": "3"}
+    assert set(owners(forced)) == {
+        ("OpenAPI-Generator", "Update", None),
+        ("applier", "Apply", None),
+    }
+    # An update may clear managedFields with one empty entry (an empty list changes nothing).
+    before = owners(forced)
+    forced.metadata.managed_fields = []
+    kept = await core.replace_namespaced_config_map("owned", "default", forced)
+    assert owners(kept) == before
+    kept.metadata.managed_fields = [client.V1ManagedFieldsEntry()]
+    cleared = await core.replace_namespaced_config_map("owned", "default", kept)
+    assert cleared.metadata.managed_fields is None
