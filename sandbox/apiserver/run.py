@@ -108,8 +108,15 @@ async def serve(
     finally:
         with anyio.CancelScope(shield=True):
             store.close_watchers()
+            # A TLS connection closes gracefully only when its peer answers the close; a
+            # client that keeps an idle connection and never does would keep it open (up to
+            # 30 s) after the server is gone. Those are cut once the handlers are done.
+            handlers = runner.server.connections if runner.server else []
+            transports = [h.transport for h in handlers if h.transport is not None]
             await runner.cleanup()
             listener.close()
+            for transport in transports:
+                transport.abort()
 
 
 def _tls_context(pki: Path, credentials: auth.Credentials) -> ssl.SSLContext:
