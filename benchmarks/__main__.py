@@ -6,6 +6,7 @@ import sys
 
 BENCHMARKS = {
     "wire": "benchmarks.wire",
+    "apiserver": "benchmarks.apiserver",
 }
 
 
