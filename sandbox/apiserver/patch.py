@@ -1016,11 +1016,9 @@ def record_update(
     """
     root = _KINDS.get((group, kind))
     before = (
-        {}
-        if live is None
-        else _flatten_object(_without_managed_fields(live), root, skip_status=skip_status)
+        {} if live is None else _flatten_object(_fields_only(live), root, skip_status=skip_status)
     )
-    after = _flatten_object(_without_managed_fields(result), root, skip_status=skip_status)
+    after = _flatten_object(_fields_only(result), root, skip_status=skip_status)
     changed = {path for path, value in after.items() if path not in before or before[path] != value}
     removed = before.keys() - after.keys()
     managers = [] if live is None else _decode_managers(live)
@@ -1050,6 +1048,14 @@ def record_update(
         meta["managedFields"] = entries
     else:
         meta.pop("managedFields", None)
+
+
+def _fields_only(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without its managedFields, for reading: a shallow view, not a copy."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
 
 
 def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:

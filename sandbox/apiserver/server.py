@@ -9,11 +9,13 @@ can crash the server (an unexpected fault is a 500 ``InternalError`` and is logg
 from __future__ import annotations
 
 import base64
+import bisect
+import itertools
 import json
 import logging
 import math
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 import anyio
@@ -32,7 +34,7 @@ from sandbox.apiserver.objects import (
 from sandbox.apiserver.patch import PatchError
 from sandbox.apiserver.rbac import Attributes, UserInfo
 from sandbox.apiserver.selectors import labels_match, parse_field_selector, parse_label_selector
-from sandbox.apiserver.store import json_line, parse_resource_version
+from sandbox.apiserver.store import accept_all, json_line, parse_resource_version
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from sandbox.apiserver.auth import Authenticator
     from sandbox.apiserver.rbac import Authorizer
     from sandbox.apiserver.resources import ResourceType
-    from sandbox.apiserver.store import Obj
+    from sandbox.apiserver.store import Change, Obj, Watcher
 
 log = logging.getLogger("sandbox.apiserver")
 
@@ -520,8 +522,13 @@ class APIServer:
     # -- list and watch -------------------------------------------------------------------------
 
     def _filter(self, request: Request, resource: ResourceType) -> Callable[[Obj], bool]:
-        labels = parse_label_selector(request.query.get("labelSelector", ""))
-        fields = parse_field_selector(request.query.get("fieldSelector", ""), resource.key)
+        """The request's selectors as one predicate; :func:`accept_all` when there are none."""
+        label_selector = request.query.get("labelSelector", "")
+        field_selector = request.query.get("fieldSelector", "")
+        if not label_selector.strip() and not field_selector.strip():
+            return accept_all
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector, resource.key)
 
         def accept(obj: Obj) -> bool:
             return labels_match(labels, obj.get("metadata", {}).get("labels")) and fields(obj)
@@ -539,7 +546,7 @@ class APIServer:
             raise errors.timeout(
                 f"Too large resource version: {version}, current: {self.store.resource_version}"
             )
-        items = [o for o in self.store.list(resource.key, namespace or None) if accept(o)]
+        items = self.store.list(resource.key, namespace or None)
         meta: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
         start = request.query.get("continue")
         if start:
@@ -549,15 +556,25 @@ class APIServer:
             except (ValueError, KeyError, TypeError):
                 raise errors.bad_request("continue key is not valid") from None
             self.store.check_not_compacted(resource.key, version_then)
-            items = [o for o in items if _sort_key(o) > after]
+            # The list is in key order: the page starts right after the last key served.
+            items = items[bisect.bisect_right(items, after, key=_sort_key) :]
             meta["resourceVersion"] = str(version_then)
         limit = request.integer("limit") or 0
-        if limit > 0 and len(items) > limit:
-            remaining = len(items) - limit
-            items = items[:limit]
-            token = {"start": _sort_key(items[-1]), "rv": int(meta["resourceVersion"])}
+        if accept is accept_all:
+            page = items[:limit] if limit > 0 else items
+            # Counted only without selectors, as upstream (it would need a full filter pass).
+            remaining = len(items) - len(page)
+        else:
+            matching = (o for o in items if accept(o))
+            page = list(itertools.islice(matching, limit + 1) if limit > 0 else matching)
+            remaining = len(page) - limit if limit > 0 else 0
+            page = page[:limit] if limit > 0 else page
+        if remaining > 0:
+            token = {"start": _sort_key(page[-1]), "rv": int(meta["resourceVersion"])}
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
-            meta["remainingItemCount"] = remaining
+            if accept is accept_all:
+                meta["remainingItemCount"] = remaining
+        items = page
         items = [self.objects.present(resource, o) for o in items]
         wants = self._wants(request)
         if wants == "Table":
@@ -615,66 +632,63 @@ class APIServer:
                 return json_line({"type": kind, "object": _partial(obj)})
             return json_line({"type": kind, "object": obj})
 
+        def encode(kind: str, obj: Obj, change: Change | None) -> bytes:
+            # A change's JSON is encoded once for all the watchers that send it unchanged.
+            if change and wants == "json" and resource.api_version == obj.get("apiVersion"):
+                return change.encoded()
+            return line(kind, obj)
+
+        def bookmark(annotations: dict[str, str] | None = None) -> bytes:
+            metadata: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
+            if annotations:
+                metadata["annotations"] = annotations
+            return json_line(
+                {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": resource.kind,
+                        "apiVersion": resource.api_version,
+                        "metadata": metadata,
+                    },
+                }
+            )
+
         try:
             await response.prepare(request.http)
             with anyio.move_on_after(timeout):
+                first: list[bytes] = []
                 if since is None:
-                    for obj in self.store.list(resource.key, namespace or None):
-                        if accept(obj):
-                            await response.write(line("ADDED", obj))
+                    current = self.store.list(resource.key, namespace or None)
+                    first += [line("ADDED", obj) for obj in current if accept(obj)]
                     if initial:
-                        await response.write(
-                            json_line(
-                                {
-                                    "type": "BOOKMARK",
-                                    "object": {
-                                        "kind": resource.kind,
-                                        "apiVersion": resource.api_version,
-                                        "metadata": {
-                                            "resourceVersion": str(self.store.resource_version),
-                                            "annotations": {"k8s.io/initial-events-end": "true"},
-                                        },
-                                    },
-                                }
-                            )
-                        )
-                for kind, obj, change in backlog:
-                    await response.write(
-                        change.encoded()
-                        if change
-                        and wants == "json"
-                        and resource.api_version == obj.get("apiVersion")
-                        else line(kind, obj)
-                    )
-                while True:
-                    with anyio.move_on_after(self.bookmark_interval if bookmarks else math.inf):
+                        first.append(bookmark({"k8s.io/initial-events-end": "true"}))
+                first += [encode(*event) for event in backlog]
+                if first:
+                    await response.write(b"".join(first))
+                ended = False
+                while not ended:
+                    if bookmarks:
+                        event = None
+                        with anyio.move_on_after(self.bookmark_interval):
+                            event = await _next_event(watcher)
+                        if event is None:
+                            await response.write(bookmark())
+                            continue
+                    else:
+                        event = await _next_event(watcher)
+                    if event is _ENDED:
+                        break
+                    # Whatever else is queued goes out in the same write.
+                    chunks = [encode(*event)]
+                    while True:
                         try:
-                            kind, obj, change = await watcher.events.receive()
-                        except anyio.EndOfStream:
+                            chunks.append(encode(*watcher.events.receive_nowait()))
+                        except anyio.WouldBlock:
                             break
-                        same = (
-                            change is not None
-                            and wants == "json"
-                            and (resource.api_version == obj.get("apiVersion"))
-                        )
-                        await response.write(
-                            change.encoded() if same and change else line(kind, obj)
-                        )
-                        continue
-                    await response.write(
-                        json_line(
-                            {
-                                "type": "BOOKMARK",
-                                "object": {
-                                    "kind": resource.kind,
-                                    "apiVersion": resource.api_version,
-                                    "metadata": {
-                                        "resourceVersion": str(self.store.resource_version)
-                                    },
-                                },
-                            }
-                        )
-                    )
+                        except anyio.EndOfStream:
+                            ended = True
+                            break
+                    await response.write(b"".join(chunks))
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
@@ -1001,6 +1015,17 @@ async def _read_body(http: web.Request) -> bytes:
 def _media_type(http: web.Request, default: str) -> str:
     """The request body's media type, without parameters such as ``charset``."""
     return http.headers.get("Content-Type", default).split(";")[0].strip()
+
+
+#: What :func:`_next_event` returns when the watch has ended.
+_ENDED: Final[tuple[str, Obj, Change | None]] = ("", {}, None)
+
+
+async def _next_event(watcher: Watcher) -> tuple[str, Obj, Change | None]:
+    try:
+        return await watcher.events.receive()
+    except anyio.EndOfStream:
+        return _ENDED
 
 
 def _sort_key(obj: Obj) -> str:

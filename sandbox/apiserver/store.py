@@ -62,6 +62,11 @@ def json_line(event: Mapping[str, Any]) -> bytes:
 Filter = Callable[[Obj], bool]
 
 
+def accept_all(obj: Obj) -> bool:
+    """The filter of a list or watch without selectors."""
+    return True
+
+
 class Watcher:
     """One watch: changes to one resource, in one namespace or all, through a filter."""
 
@@ -97,6 +102,8 @@ class Watcher:
         namespace = obj.get("metadata", {}).get("namespace")
         if self.namespace is not None and namespace != self.namespace:
             return None
+        if self.accept is accept_all:
+            return (change.type, obj, change)
         now = self.accept(obj)
         if change.type == "MODIFIED" and previous is not None:
             before = self.accept(previous)
@@ -142,11 +149,11 @@ class Store:
         return self._objects.get(key, {}).get((namespace, name))
 
     def list(self, key: Key, namespace: str | None = None) -> builtins.list[Obj]:
-        """Objects sorted by namespace and name, as etcd's key order gives them."""
+        """Objects in etcd's key order: by ``namespace/name`` as one string."""
         objects = self._objects.get(key, {})
         if namespace is None:
-            return [objects[k] for k in sorted(objects)]
-        return [objects[k] for k in sorted(objects) if k[0] == namespace]
+            return [objects[k] for k in sorted(objects, key=_etcd_order)]
+        return [objects[k] for k in sorted(k for k in objects if k[0] == namespace)]
 
     def items(self, key: Key) -> Iterator[tuple[tuple[str, str], Obj]]:
         yield from self._objects.get(key, {}).items()
@@ -252,3 +259,7 @@ def parse_resource_version(text: str | None) -> int | None:
     if version < 0 or not math.isfinite(version):
         raise errors.bad_request(f'Invalid value: "{text}": resourceVersion must be positive')
     return version
+
+
+def _etcd_order(slot: tuple[str, str]) -> str:
+    return f"{slot[0]}/{slot[1]}"

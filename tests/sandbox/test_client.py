@@ -420,3 +420,63 @@ async def test_managed_fields_record_who_wrote_what(api: client.ApiClient) -> No
     kept.metadata.managed_fields = [client.V1ManagedFieldsEntry()]
     cleared = await core.replace_namespaced_config_map("owned", "default", kept)
     assert cleared.metadata.managed_fields is None
+
+
+async def test_paged_lists_across_namespaces_and_with_selectors(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    # etcd's key order is "namespace/name" as one string: "a-b/..." sorts before "a/...".
+    for namespace in ("a", "a-b"):
+        await core.create_namespace(manifest({"metadata": {"name": namespace}}))
+        for n in range(3):
+            labels = {"parity": "even" if n % 2 == 0 else "odd"}
+            body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"c{n}", labels=labels))
+            await core.create_namespaced_config_map(namespace, body)
+
+    async def pages(selector: str) -> tuple[list[str], list[int | None]]:
+        seen: list[str] = []
+        counts: list[int | None] = []
+        token = ""
+        while True:
+            page = await core.list_config_map_for_all_namespaces(
+                limit=2, _continue=token, label_selector=selector
+            )
+            seen += [f"{i.metadata.namespace}/{i.metadata.name}" for i in page.items]
+            counts.append(page.metadata.remaining_item_count)
+            token = page.metadata._continue
+            if not token:
+                return seen, counts
+
+    everything, counts = await pages("")
+    ours = [name for name in everything if not name.endswith("kube-root-ca.crt")]
+    assert ours == ["a-b/c0", "a-b/c1", "a-b/c2", "a/c0", "a/c1", "a/c2"]
+    assert everything == sorted(everything)
+    assert counts[0] == len(everything) - 2  # counted without selectors...
+    even, counts = await pages("parity=even")
+    assert even == ["a-b/c0", "a-b/c2", "a/c0", "a/c2"]
+    assert counts == [None, None]  # ...and not with them, as upstream
+
+
+async def test_a_watch_with_bookmarks_gets_them_between_events(
+    apiserver: Running, api: client.ApiClient
+) -> None:
+    apiserver.server.bookmark_interval = 0.05
+    core = client.CoreV1Api(api)
+    listed = await core.list_namespaced_config_map("default")
+    kinds: list[str] = []
+    with anyio.fail_after(10):
+        stream = watch.Watch().stream(
+            core.list_namespaced_config_map,
+            "default",
+            resource_version=listed.metadata.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=5,
+        )
+        async with stream:
+            async for event in stream:
+                kinds.append(event["type"])
+                if kinds == ["BOOKMARK"]:
+                    await core.create_namespaced_config_map("default", configmap("marked"))
+                if "ADDED" in kinds and kinds[-1] == "BOOKMARK":
+                    break
+    assert kinds[0] == "BOOKMARK"
+    assert kinds.count("ADDED") == 1
