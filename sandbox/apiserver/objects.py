@@ -628,6 +628,10 @@ class Objects:
             return
         name = change.object["metadata"]["name"]
         if change.type == "DELETED":
+            # Its objects go with it (the real server's customresourcecleanup finalizer).
+            for served in {resource.key for resource in from_crd(change.object)}:
+                for namespace, object_name in list(dict(self.store.items(served))):
+                    self.store.delete(served, namespace, object_name)
             self.registry.set_custom(name, [])
             return
         self.registry.set_custom(name, from_crd(change.object))

@@ -106,6 +106,29 @@ def requirements_from_selector(selector: Mapping[str, Any] | None) -> list[Requi
     return requirements
 
 
+def format_label_selector(selector: Mapping[str, Any] | None) -> str:
+    """A ``LabelSelector`` object as the string ``metav1.LabelSelectorAsSelector(...).String()``
+    gives: matchLabels as ``key=value``, expressions as ``key in (a,b)``, ``key notin (a)``,
+    ``key`` and ``!key``, sorted by key and joined by commas."""
+    selector = selector or {}
+    terms: list[tuple[str, str]] = [
+        (str(key), f"{key}={value}") for key, value in (selector.get("matchLabels") or {}).items()
+    ]
+    for expression in selector.get("matchExpressions") or ():
+        key = str(expression.get("key", ""))
+        values = ",".join(sorted(str(v) for v in expression.get("values") or ()))
+        match expression.get("operator"):
+            case "In":
+                terms.append((key, f"{key} in ({values})"))
+            case "NotIn":
+                terms.append((key, f"{key} notin ({values})"))
+            case "Exists":
+                terms.append((key, key))
+            case "DoesNotExist":
+                terms.append((key, f"!{key}"))
+    return ",".join(text for _, text in sorted(terms, key=lambda term: term[0]))
+
+
 def labels_match(requirements: list[Requirement], labels: Mapping[str, Any] | None) -> bool:
     """Whether labels meet every requirement (NotIn also matches a missing label, as upstream)."""
     labels = labels or {}

@@ -33,7 +33,12 @@ from sandbox.apiserver.objects import (
 )
 from sandbox.apiserver.patch import PatchError
 from sandbox.apiserver.rbac import Attributes, UserInfo
-from sandbox.apiserver.selectors import labels_match, parse_field_selector, parse_label_selector
+from sandbox.apiserver.selectors import (
+    format_label_selector,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
 from sandbox.apiserver.store import accept_all, json_line, parse_resource_version
 
 if TYPE_CHECKING:
@@ -746,10 +751,11 @@ class APIServer:
             return value
 
         def scale_of(o: Obj) -> dict[str, Any]:
+            # A custom resource's selector is where its CRD says, or none; a built-in
+            # workload's is its spec.selector as a string.
             selector = read(o, paths.get("labelSelectorPath", ""))
-            if selector is None and isinstance(o.get("spec", {}).get("selector"), dict):
-                matched = o["spec"]["selector"].get("matchLabels", {})
-                selector = ",".join(f"{k}={v}" for k, v in sorted(matched.items()))
+            if selector is None and not resource.custom:
+                selector = format_label_selector(o.get("spec", {}).get("selector"))
             return {
                 "kind": "Scale",
                 "apiVersion": "autoscaling/v1",

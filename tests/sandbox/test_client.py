@@ -12,6 +12,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sandbox.apiserver.run import Running, serve
+from sandbox.apiserver.selectors import format_label_selector
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -273,6 +274,7 @@ async def test_scale_subresource_and_status(api: client.ApiClient) -> None:
     await apps.create_namespaced_deployment("default", deployment())
     scale = await apps.read_namespaced_deployment_scale("web", "default")
     assert scale.spec.replicas == 1
+    assert scale.status.selector == "app=web"  # a built-in's spec.selector, as a string
     await apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 3}})
     assert (await apps.read_namespaced_deployment("web", "default")).spec.replicas == 3
 
@@ -480,3 +482,26 @@ async def test_a_watch_with_bookmarks_gets_them_between_events(
                     break
     assert kinds[0] == "BOOKMARK"
     assert kinds.count("ADDED") == 1
+
+
+@pytest.mark.parametrize(
+    ("selector", "text"),
+    [
+        ({"matchLabels": {"b": "2", "a": "1"}}, "a=1,b=2"),
+        (
+            {
+                "matchLabels": {"tier": "web"},
+                "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["prod", "dev"]},
+                    {"key": "zone", "operator": "NotIn", "values": ["x"]},
+                    {"key": "canary", "operator": "DoesNotExist"},
+                    {"key": "app", "operator": "Exists"},
+                ],
+            },
+            "app,!canary,env in (dev,prod),tier=web,zone notin (x)",
+        ),
+        (None, ""),
+    ],
+)
+def test_label_selectors_format_as_go_prints_them(selector: Any, text: str) -> None:
+    assert format_label_selector(selector) == text

@@ -290,6 +290,20 @@ async def test_argo_rollouts_crd_installs_and_serves_rollouts(kubectl: Kubectl) 
     scale = json.loads(raw.stdout)
     assert scale["spec"] == {"replicas": 3}
     assert scale["status"] == {"replicas": 3, "selector": "app=web"}
+    # The selector is read from the CRD's labelSelectorPath only, never from spec.selector.
+    await kubectl(
+        "patch",
+        "rollout",
+        "web",
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/status/selector"}]',
+    )
+    raw = await kubectl(
+        "get", "--raw", "/apis/argoproj.io/v1alpha1/namespaces/default/rollouts/web/scale"
+    )
+    assert "selector" not in json.loads(raw.stdout)["status"]
 
     # A custom resource has no strategic merge patch, as on a real server.
     refused = await kubectl(
@@ -302,3 +316,9 @@ async def test_argo_rollouts_crd_installs_and_serves_rollouts(kubectl: Kubectl) 
     assert "deleted" in deleted.stdout
     gone = await kubectl("get", "rollouts.argoproj.io", check=False)
     assert gone.returncode != 0
+    # Its objects went with it: installing the CRD again starts empty.
+    await kubectl("apply", "-f", str(ROLLOUTS_CRD))
+    await kubectl(
+        "wait", "--for=condition=Established", "crd/rollouts.argoproj.io", "--timeout=10s"
+    )
+    assert (await kubectl.json("get", "rollouts.argoproj.io"))["items"] == []
