@@ -521,6 +521,9 @@ def _is_valid_ip(value: str) -> bool:
     return True
 
 
+_LINK_LOCAL_MULTICAST_V4 = ipaddress.ip_network("224.0.0.0/24")
+
+
 def _non_special_ip(errs: _Errors, path: str, value: str) -> None:
     # apivalidation.ValidateNonSpecialIP: endpoints may not point at these ranges.
     try:
@@ -533,7 +536,10 @@ def _non_special_ip(errs: _Errors, path: str, value: str) -> None:
         errs.invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)")
     elif addr.is_link_local:
         errs.invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)")
-    elif addr in ipaddress.ip_network("224.0.0.0/24") or addr in ipaddress.ip_network("ff02::/10"):
+    elif addr in _LINK_LOCAL_MULTICAST_V4 or (
+        # net.IP.IsLinkLocalMulticast: ff02::/16 and the other "ffX2" scopes.
+        addr.version == 6 and addr.packed[0] == 0xFF and addr.packed[1] & 0x0F == 0x02
+    ):
         errs.invalid(
             path, value, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
         )

@@ -510,6 +510,28 @@ CASES: list[Any] = [
         [("endpoints[0].addresses[0]", INVALID), ("endpoints[1].addresses", REQUIRED)],
         id="endpointslice-addresses",
     ),
+    pytest.param(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        {
+            "metadata": meta(),
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.3"]}, {"addresses": ["224.0.0.5"]}],
+        },
+        [("endpoints[1].addresses[0]", INVALID)],
+        id="endpointslice-ordinary-and-multicast-addresses",
+    ),
+    pytest.param(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        {
+            "metadata": meta(),
+            "addressType": "IPv6",
+            "endpoints": [{"addresses": ["fd00::3"]}, {"addresses": ["ff02::1"]}],
+        },
+        [("endpoints[1].addresses[0]", INVALID)],
+        id="endpointslice-ipv6-link-local-multicast",
+    ),
 ]
 
 
