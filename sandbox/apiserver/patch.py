@@ -972,12 +972,7 @@ def server_side_apply(
     managers = list(others)
     if applied_set:
         managers.append(_Manager(manager, "Apply", api_version, "", time, applied_set))
-    entries = sorted((_encode_manager(m) for m in managers), key=_entry_order)
-    meta = result.setdefault("metadata", {})
-    if entries:
-        meta["managedFields"] = entries
-    else:
-        meta.pop("managedFields", None)
+    _store_managers(result, managers)
     return result
 
 
@@ -1015,39 +1010,26 @@ def record_update(
             so nobody owns status through it.
     """
     root = _KINDS.get((group, kind))
-    before = (
-        {} if live is None else _flatten_object(_fields_only(live), root, skip_status=skip_status)
+    changed, removed = _field_changes(
+        _fields_only(live) if live is not None else {},
+        _fields_only(result),
+        root,
+        skip_status=skip_status,
     )
-    after = _flatten_object(_fields_only(result), root, skip_status=skip_status)
-    changed = {path for path, value in after.items() if path not in before or before[path] != value}
-    removed = before.keys() - after.keys()
     managers = [] if live is None else _decode_managers(live)
     identity = (manager, "Update", api_version, subresource)
     mine = next(
         (m for m in managers if (m.manager, m.operation, m.api_version, m.subresource) == identity),
         None,
     )
-    settled = []
-    for other in managers:
-        if other is mine:
-            continue
-        fields = other.fields - changed - removed
-        if fields == other.fields:
-            settled.append(other)
-        elif fields:
-            settled.append(other._replace(fields=frozenset(fields), entry=None))
+    settled = _take_fields([m for m in managers if m is not mine], changed | removed)
     owned = (mine.fields if mine else frozenset()) | changed
     owned -= removed
     if mine is not None and owned == mine.fields:
         settled.append(mine)
     elif owned:
         settled.append(_Manager(manager, "Update", api_version, subresource, now, frozenset(owned)))
-    entries = sorted((_encode_manager(m) for m in settled), key=_entry_order)
-    meta = result.setdefault("metadata", {})
-    if entries:
-        meta["managedFields"] = entries
-    else:
-        meta.pop("managedFields", None)
+    _store_managers(result, settled)
 
 
 def _fields_only(obj: dict[str, Any]) -> dict[str, Any]:
@@ -1097,21 +1079,44 @@ def _settle_ownership(
 ) -> list[_Manager]:
     """``Updater.update``: find conflicts with the other managers, then take away from them
     what was forced over or removed; managers left with nothing are dropped."""
-    before = _flatten_object(live, root, skip_status=reset_status)
-    after = _flatten_object(result, root, skip_status=reset_status)
-    changed = {path for path, value in after.items() if path not in before or before[path] != value}
-    removed = before.keys() - after.keys()
+    changed, removed = _field_changes(live, result, root, skip_status=reset_status)
     conflicts = [(other, path) for other in others for path in sorted(other.fields & changed)]
     if conflicts and not force:
         raise _conflict_error(conflicts)
+    return _take_fields(others, changed | removed)
+
+
+def _field_changes(
+    before_obj: dict[str, Any], after_obj: dict[str, Any], root: str | None, *, skip_status: bool
+) -> tuple[set[_Path], set[_Path]]:
+    """The owned-able paths a write added or changed, and those it removed."""
+    before = _flatten_object(before_obj, root, skip_status=skip_status)
+    after = _flatten_object(after_obj, root, skip_status=skip_status)
+    changed = {path for path, value in after.items() if path not in before or before[path] != value}
+    return changed, set(before.keys() - after.keys())
+
+
+def _take_fields(managers: list[_Manager], taken: set[_Path]) -> list[_Manager]:
+    """``managers`` without ``taken`` fields; a manager left with nothing is dropped, one that
+    loses nothing keeps its stored entry as it was."""
     settled = []
-    for other in others:
-        fields = other.fields - changed - removed
-        if fields == other.fields:
-            settled.append(other)
+    for manager in managers:
+        fields = manager.fields - taken
+        if fields == manager.fields:
+            settled.append(manager)
         elif fields:
-            settled.append(other._replace(fields=frozenset(fields), entry=None))
+            settled.append(manager._replace(fields=frozenset(fields), entry=None))
     return settled
+
+
+def _store_managers(obj: dict[str, Any], managers: list[_Manager]) -> None:
+    """Write ``managers`` as ``obj``'s managedFields, in the server's order (none: removed)."""
+    entries = sorted((_encode_manager(m) for m in managers), key=_entry_order)
+    meta = obj.setdefault("metadata", {})
+    if entries:
+        meta["managedFields"] = entries
+    else:
+        meta.pop("managedFields", None)
 
 
 def _conflict_error(conflicts: list[tuple[_Manager, _Path]]) -> PatchError:
