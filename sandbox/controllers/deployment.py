@@ -96,17 +96,7 @@ class DeploymentController(Controller):
                         self.queue.add(owner)
 
     def _owners_of(self, rs: Obj) -> list[ObjectKey]:
-        namespace = rs["metadata"].get("namespace", "")
-        reference = podutil.controller_of(rs)
-        if reference is not None:
-            if reference.get("kind") == "Deployment":
-                return [(namespace, reference["name"])]
-            return []
-        return [
-            key_of(d)
-            for d in self.store.list(DEPLOYMENTS, namespace)
-            if podutil.selects(podutil.selector_of(d), rs)
-        ]
+        return podutil.owners(rs, "Deployment", self.store, DEPLOYMENTS)
 
     # -- the sync -------------------------------------------------------------------------------
 

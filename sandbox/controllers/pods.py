@@ -13,7 +13,7 @@ from sandbox.apiserver.selectors import labels_match, requirements_from_selector
 
 if TYPE_CHECKING:
     from sandbox.apiserver.selectors import Requirement
-    from sandbox.apiserver.store import Obj
+    from sandbox.apiserver.store import Key, Obj, Store
 
 #: generateName leaves room for its five random characters within the 63 of a label value.
 MAX_GENERATE_NAME = 58
@@ -52,6 +52,22 @@ def selects(requirements: list[Requirement], obj: Obj) -> bool:
     """Whether a workload's selector matches ``obj``; an empty selector matches nothing, as
     the controllers treat it (the API refuses one anyway)."""
     return bool(requirements) and labels_match(requirements, obj["metadata"].get("labels"))
+
+
+def owners(obj: Obj, kind: str, store: Store, key: Key) -> list[tuple[str, str]]:
+    """The keys of the ``kind`` objects (stored under ``key``) that should look at ``obj``:
+    its controller, when it has one of that kind (none when its controller is of another
+    kind), otherwise every one in its namespace whose selector matches it (one may adopt
+    it)."""
+    namespace = obj["metadata"].get("namespace", "")
+    reference = controller_of(obj)
+    if reference is not None:
+        return [(namespace, reference["name"])] if reference.get("kind") == kind else []
+    return [
+        (namespace, candidate["metadata"]["name"])
+        for candidate in store.list(key, namespace)
+        if selects(selector_of(candidate), obj)
+    ]
 
 
 def deleting(obj: Obj) -> bool:

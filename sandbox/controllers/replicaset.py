@@ -51,17 +51,7 @@ class ReplicaSetController(Controller):
                         self.queue.add(owner)
 
     def _owners_of(self, pod: Obj) -> list[ObjectKey]:
-        namespace = pod["metadata"].get("namespace", "")
-        reference = podutil.controller_of(pod)
-        if reference is not None:
-            if reference.get("kind") == "ReplicaSet":
-                return [(namespace, reference["name"])]
-            return []
-        return [
-            key_of(rs)
-            for rs in self.store.list(REPLICA_SETS, namespace)
-            if podutil.selects(podutil.selector_of(rs), pod)
-        ]
+        return podutil.owners(pod, "ReplicaSet", self.store, REPLICA_SETS)
 
     async def sync(self, key: ObjectKey) -> None:
         namespace, name = key

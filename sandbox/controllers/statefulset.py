@@ -62,15 +62,8 @@ class StatefulSetController(Controller):
             for pod in (change.object, change.previous):
                 if pod is None:
                     continue
-                namespace = pod["metadata"].get("namespace", "")
-                reference = podutil.controller_of(pod)
-                if reference is not None:
-                    if reference.get("kind") == "StatefulSet":
-                        self.queue.add((namespace, reference["name"]))
-                    continue
-                for sts in self.store.list(STATEFUL_SETS, namespace):
-                    if podutil.selects(podutil.selector_of(sts), pod):
-                        self.queue.add(key_of(sts))
+                for owner in podutil.owners(pod, "StatefulSet", self.store, STATEFUL_SETS):
+                    self.queue.add(owner)
 
     async def sync(self, key: ObjectKey) -> None:
         sts = self.store.get(STATEFUL_SETS, *key)
