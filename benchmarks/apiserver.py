@@ -69,6 +69,8 @@ import aiohttp
 import anyio
 from aiohttp import web
 
+from sandbox.apiserver.run import serving_context
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -206,17 +208,6 @@ class Baseline:
                 await response.write(await queue.get())
         finally:
             collection.watches.discard(queue)
-
-
-def serving_context(pki: Path) -> ssl.SSLContext:
-    """The API server's TLS settings (sandbox.apiserver.run), for the baseline."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(pki / "apiserver.crt", pki / "apiserver.key")
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.load_verify_locations(cafile=pki / "ca.crt")
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 def serve_baseline(pki: Path) -> None:

@@ -95,7 +95,7 @@ async def serve(
     server = APIServer(objects, authenticator, authorizer, server_address=address)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.SockSite(runner, listener, ssl_context=_tls_context(directory / "pki", credentials))
+    site = web.SockSite(runner, listener, ssl_context=serving_context(directory / "pki"))
     kubeconfig = directory / "kubeconfig"
     try:
         await site.start()
@@ -119,7 +119,9 @@ async def serve(
                 transport.abort()
 
 
-def _tls_context(pki: Path, credentials: auth.Credentials) -> ssl.SSLContext:
+def serving_context(pki: Path) -> ssl.SSLContext:
+    """The server's TLS settings, from the credentials ``Credentials.load_or_create`` saved
+    in ``pki`` (the API server benchmark's baseline serves with the same)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # The serving identity as Credentials.load_or_create saved it.
@@ -127,7 +129,7 @@ def _tls_context(pki: Path, credentials: auth.Credentials) -> ssl.SSLContext:
     # Client certificates are optional (tokens are the other way in) but, when presented,
     # verified against the cluster CA.
     context.verify_mode = ssl.CERT_OPTIONAL
-    context.load_verify_locations(cadata=credentials.ca.certificate_pem.decode())
+    context.load_verify_locations(cafile=pki / "ca.crt")
     context.set_alpn_protocols(["http/1.1"])
     return context
 
