@@ -28,6 +28,7 @@ from sandbox.apiserver.server import APIServer
 from sandbox.apiserver.store import DEFAULT_HISTORY, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from anyio.abc import TaskStatus
@@ -38,6 +39,17 @@ log = logging.getLogger("sandbox.apiserver")
 #: The namespaces every cluster starts with.
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+API_PORT = 6443
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A listening socket made by the caller (e.g. inside another network namespace), the
+    URL clients use to reach it, and where to write a kubeconfig with that URL."""
+
+    socket: socket.socket
+    url: str
+    kubeconfig: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +68,25 @@ async def serve(
     port: int = 0,
     history: int = DEFAULT_HISTORY,
     extra_ips: tuple[str, ...] = (),
+    listeners: Sequence[Listener] = (),
+    advertise: tuple[str, int] | None = None,
+    pod_runtime: Any = None,
     task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the API server until cancelled (see the module docstring)."""
+    """Run the API server until cancelled (see the module docstring).
+
+    Args:
+        directory: Where the credentials (``pki/``) and ``kubeconfig`` live.
+        host: The address of the listener it binds itself (and the kubeconfig's server).
+        port: Its port (0: any free one).
+        history: Changes kept per resource for resuming watches.
+        extra_ips: More addresses the serving certificate must name.
+        listeners: More listening sockets, made by the caller, each with its own kubeconfig.
+        advertise: ``(ip, port)`` where pods reach the server: the ``kubernetes`` Service's
+            endpoints (none without it).
+        pod_runtime: The kubelets' side of pods/log, exec and portforward.
+        task_status: Gets the :class:`Running` server once it listens.
+    """
     credentials = await anyio.to_thread.run_sync(
         auth.Credentials.load_or_create, directory / "pki", (host, *extra_ips)
     )
@@ -82,7 +110,7 @@ async def serve(
     authorizer = rbac.Authorizer(
         lambda resource, namespace: store.list(("rbac.authorization.k8s.io", resource), namespace)
     )
-    _bootstrap(objects, credentials)
+    _bootstrap(objects, credentials, advertise)
     collector = GarbageCollector(objects)
 
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -92,14 +120,21 @@ async def serve(
     bound_port = listener.getsockname()[1]
     address = f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
     url = f"https://{address}"
-    server = APIServer(objects, authenticator, authorizer, server_address=address)
+    server = APIServer(
+        objects, authenticator, authorizer, server_address=address, pod_runtime=pod_runtime
+    )
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.SockSite(runner, listener, ssl_context=serving_context(directory / "pki"))
+    context = serving_context(directory / "pki")
+    sites = [web.SockSite(runner, listener, ssl_context=context)]
+    sites += [web.SockSite(runner, extra.socket, ssl_context=context) for extra in listeners]
     kubeconfig = directory / "kubeconfig"
     try:
-        await site.start()
+        for site in sites:
+            await site.start()
         auth.write_kubeconfig(kubeconfig, url, credentials)
+        for extra in listeners:
+            auth.write_kubeconfig(extra.kubeconfig, extra.url, credentials)
         log.info("serving on %s; kubeconfig: %s", url, kubeconfig)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(collector.run, name="garbage collector")
@@ -115,6 +150,8 @@ async def serve(
             transports = [h.transport for h in handlers if h.transport is not None]
             await runner.cleanup()
             listener.close()
+            for extra in listeners:
+                extra.socket.close()
             for transport in transports:
                 transport.abort()
 
@@ -161,7 +198,9 @@ def _service_resolver(store: Store):  # type: ignore[no-untyped-def]
     return resolve
 
 
-def _bootstrap(objects: Objects, credentials: auth.Credentials) -> None:
+def _bootstrap(
+    objects: Objects, credentials: auth.Credentials, advertise: tuple[str, int] | None
+) -> None:
     """What a new cluster has: its namespaces, the kubernetes Service, default service
     accounts and root CA config maps in every namespace, and the default RBAC policy."""
     store = objects.store
@@ -233,8 +272,42 @@ def _bootstrap(objects: Objects, credentials: auth.Credentials) -> None:
                 "ipFamilies": ["IPv4"],
                 "ipFamilyPolicy": "SingleStack",
                 "internalTrafficPolicy": "Cluster",
-                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+                "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": API_PORT}
+                ],
             },
             "status": {"loadBalancer": {}},
         },
     )
+    if advertise is not None:
+        ip, port = advertise
+        # What kube-apiserver's endpoint reconciler keeps for the kubernetes Service.
+        put(
+            ("", "endpoints"),
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "subsets": [
+                    {
+                        "addresses": [{"ip": ip}],
+                        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        )
+        put(
+            ("discovery.k8s.io", "endpointslices"),
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "kubernetes",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "kubernetes"},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
+        )

@@ -93,7 +93,7 @@ class View:
 
     def _stage_dir(self) -> str:
         self.serial += 1
-        path = os.path.join(self.stage, f"s{self.serial}")
+        path = os.path.join(self.stage, f"{os.getpid()}-{self.serial}")
         os.mkdir(path, 0o700)
         return path
 

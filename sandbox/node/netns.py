@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,10 +51,8 @@ def create(name: str) -> Path:
 def remove(name: str) -> None:
     """Remove namespace ``name``; its links, addresses, routes and nft tables go with it
     once no process is left inside."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         _netns.remove(name)
-    except FileNotFoundError:
-        pass
 
 
 def with_prefix(prefix: str) -> list[str]:

@@ -1,0 +1,171 @@
+"""The sandbox's network and its launcher, with real namespaces and packets.
+
+The launcher (``enter.py``) must build a container's filesystem view without changing the
+host's; the network must connect pods across nodes, keep the workstation outside, and be
+removed entirely by ``tear_down``, processes inside included.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from sandbox.cluster import addresses, network
+from sandbox.node import netns
+from sandbox.node.podnet import PodNetwork
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.timeout(60)
+
+CONNECT = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.settimeout(2)\n"
+    "print(s.connect_ex((sys.argv[1], int(sys.argv[2]))))\n"
+)
+ECONNREFUSED, ENETUNREACH = 111, 101
+
+
+def enter(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*netns.ENTER, *args], capture_output=True, text=True, check=False)
+
+
+def test_binds_appear_without_touching_the_host(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "data.txt").write_text("from the volume")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.96.0.10\n")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    missing = f"/sandbox-test-{uuid.uuid4().hex[:8]}"  # under "/": a new root is built
+    deep = "/etc/sandbox-test-config"  # under an existing directory: /etc is shadowed
+    result = enter(
+        "--private-mounts",
+        "--stage", str(stage),
+        "--bind", f"{volume}:{missing}/data",
+        "--ro-bind", f"{volume}:{deep}",
+        "--ro-bind", f"{resolv}:/etc/resolv.conf",
+        "--hostname", "a-pod",
+        "--",
+        "sh", "-c",
+        f"cat {missing}/data/data.txt; echo; cat {deep}/data.txt; echo; cat /etc/resolv.conf; "
+        f"hostname; test -f /etc/passwd && echo passwd-kept; "
+        f"touch {deep}/x 2>/dev/null || echo read-only",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "from the volume",
+        "from the volume",
+        "nameserver 10.96.0.10",
+        "a-pod",
+        "passwd-kept",
+        "read-only",
+    ]
+    assert not os.path.exists(missing)
+    assert not os.path.exists(deep)
+    assert "10.96.0.10" not in Path("/etc/resolv.conf").read_text()
+    assert (
+        subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout != "a-pod\n"
+    )
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sh"], "usage"),
+        (["--"], "no program to run"),
+        (["--bind", "/tmp:/x", "--", "true"], "--bind needs --private-mounts"),
+        (["--private-mounts", "--bind", "/tmp:/x", "--", "true"], "--bind needs --stage"),
+        (["--private-mounts", "--stage", "/tmp", "--bind", "/nonexistent-src:/x", "--", "true"],
+         "/nonexistent-src"),
+        (["--private-mounts", "--stage", "/tmp", "--bind", "/tmp:relative", "--", "true"],
+         "expected SOURCE:/ABSOLUTE/DESTINATION"),
+        (["--net", "/run/netns/no-such-namespace", "--", "true"], "cannot open the network"),
+        (["--", "no-such-program-here"], "cannot run no-such-program-here"),
+    ],
+)  # fmt: skip
+def test_bad_launcher_input_is_one_clear_line(args: list[str], message: str) -> None:
+    result = enter(*args)
+    assert result.returncode == 127
+    assert result.stderr.startswith("sandbox: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def two_nodes() -> AsyncIterator[network.Network]:
+    plan = network.plan(f"tpn{uuid.uuid4().hex[:5]}-", 2)
+    try:
+        await network.build(plan)
+        yield plan
+    finally:
+        await network.tear_down(plan.prefix)
+        assert netns.with_prefix(plan.prefix) == []
+
+
+async def connect_from(namespace: str, ip: str, port: int) -> int:
+    output = await netns.run(namespace, sys.executable, "-c", CONNECT, ip, str(port))
+    return int(output)
+
+
+@pytest.mark.anyio
+async def test_pods_reach_each_other_and_the_workstation_reaches_nothing(
+    two_nodes: network.Network,
+) -> None:
+    node0, node1 = two_nodes.nodes
+    a = await PodNetwork(node0.namespace, node0.pod_cidr, two_nodes.pod_prefix(node0)).attach(
+        str(uuid.uuid4())
+    )
+    b = await PodNetwork(node1.namespace, node1.pod_cidr, two_nodes.pod_prefix(node1)).attach(
+        str(uuid.uuid4())
+    )
+    assert a.ip == "10.244.0.2"
+    assert b.ip == "10.244.1.2"
+    # Refused means the packet arrived and a kernel answered: the path works both ways.
+    assert await connect_from(a.namespace, b.ip, 9) == ECONNREFUSED
+    assert await connect_from(b.namespace, a.ip, 9) == ECONNREFUSED
+    assert await connect_from(a.namespace, addresses.FABRIC_IP, 9) == ECONNREFUSED
+    assert (
+        await connect_from(two_nodes.workstation, addresses.WORKSTATION_GATEWAY, 9) == ECONNREFUSED
+    )
+    for target in (a.ip, b.ip, addresses.FABRIC_IP, addresses.CLUSTER_DNS_IP):
+        assert await connect_from(two_nodes.workstation, target, 80) == ENETUNREACH
+
+
+@pytest.mark.anyio
+async def test_tear_down_kills_what_runs_inside(two_nodes: network.Network) -> None:
+    process = await anyio.open_process(
+        netns.enter_argv(two_nodes.workstation, "sh", "-c", "echo inside; exec sleep 300")
+    )
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(5):
+            assert await process.stdout.receive() == b"inside\n"
+        assert netns.processes_in([two_nodes.workstation]) == {two_nodes.workstation: [process.pid]}
+        removed = await network.tear_down(two_nodes.prefix)
+        assert set(removed) == {
+            two_nodes.fabric,
+            two_nodes.workstation,
+            *(n.namespace for n in two_nodes.nodes),
+        }
+        with anyio.fail_after(5):
+            assert await process.wait() == -9
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
