@@ -152,6 +152,15 @@ async def build(network: Network) -> None:
 
 
 async def _build_node(network: Network, node: Node) -> None:
+    # Before the bridge exists: a new link copies the "default" settings when it is made.
+    await netns.sysctl(node.namespace, FORWARDING | NO_REDIRECTS)
+    # With br_netfilter loaded on the host, every new namespace passes bridged frames through
+    # its IP hooks; a pod reaching a Service whose endpoint is itself (hairpin) then has its
+    # packet dropped on the way back out of its own port. Per namespace; -e: the key is
+    # absent where the module is not loaded.
+    await netns.run(
+        node.namespace, "sysctl", "-q", "-e", "-w", "net.bridge.bridge-nf-call-iptables=0"
+    )
     async with AsyncIPRoute(netns=node.namespace) as ipr:
         await _up(ipr, "lo")
         eth0 = await _up(ipr, "eth0")
@@ -168,7 +177,6 @@ async def _build_node(network: Network, node: Node) -> None:
             if other is not node:
                 await ipr.route("add", dst=other.pod_cidr, gateway=other.ip)
         await ipr.route("add", dst="0.0.0.0/0", gateway=addresses.FABRIC_IP)
-    await netns.sysctl(node.namespace, FORWARDING | NO_REDIRECTS)
 
 
 def _fabric_rules() -> list[dict[str, object]]:
