@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "wire": "benchmarks.wire",
     "apiserver": "benchmarks.apiserver",
+    "sandbox": "benchmarks.sandbox",
 }
 
 

@@ -35,6 +35,12 @@ SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 NODE_PORTS = range(30000, 32768)
 NAMESPACES: Key = ("", "namespaces")
 CRDS: Key = ("apiextensions.k8s.io", "customresourcedefinitions")
+PODS: Key = ("", "pods")
+SERVICE_ACCOUNTS: Key = ("", "serviceaccounts")
+#: Where the ServiceAccount admission plugin mounts a pod's API credentials.
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+_TOKEN_VOLUME_PREFIX = "kube-api-access-"
+_MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 WEBHOOKS = {
     "mutating": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
     "validating": ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
@@ -133,12 +139,16 @@ class Objects:
         else:
             metadata.pop("namespace", None)
         self.require_namespace(resource, namespace, create=True)
+        # Admission names an object by its generateName until the name is generated.
+        shown_name = metadata.get("name") or metadata.get("generateName") or "Unknown"
         if not metadata.get("name") and metadata.get("generateName"):
             metadata["name"] = metadata["generateName"] + "".join(
                 secrets.choice(_SUFFIX_ALPHABET) for _ in range(5)
             )
         obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
         self._fill_server_fields(resource, obj)
+        if resource.key == PODS:
+            admit_service_account(self.store, resource, obj, shown_name)
         obj = await self._admit_and_validate(
             resource, "CREATE", obj, None, user, dry_run=dry_run, options=options
         )
@@ -665,6 +675,106 @@ class Objects:
                 ],
             }
             self.store.update(CRDS, established)
+
+
+def admit_service_account(store: Store, resource: ResourceType, pod: Obj, shown_name: str) -> None:
+    """The ServiceAccount admission plugin on a pod's CREATE
+    (``plugin/pkg/admission/serviceaccount``), which runs before the webhooks.
+
+    The pod runs as a ServiceAccount that must exist (``default`` unless it names another;
+    ``403`` otherwise), takes the account's ``imagePullSecrets`` when it has none, and, unless
+    the pod or else the account says ``automountServiceAccountToken: false``, gets the
+    projected ``kube-api-access-<5 random>`` volume (a bound token, the cluster CA, the
+    namespace) mounted read-only at :data:`TOKEN_MOUNT_PATH` in every container and init
+    container that mounts nothing there itself. A pod that already has a ``kube-api-access-``
+    volume keeps it instead of getting a second. Mirror pods are left alone.
+    """
+    metadata = pod["metadata"]
+    spec = pod.get("spec")
+    if not isinstance(spec, dict) or _MIRROR_POD_ANNOTATION in (metadata.get("annotations") or {}):
+        return
+    namespace = metadata.get("namespace", "")
+    name = spec.get("serviceAccountName") or "default"
+    spec["serviceAccountName"] = name
+    account = store.get(SERVICE_ACCOUNTS, namespace, name)
+    if account is None:
+        raise errors.forbidden(
+            f'{resource.plural} "{shown_name}" is forbidden: error looking up service account '
+            f'{namespace}/{name}: serviceaccount "{name}" not found',
+            resource,
+            shown_name,
+        )
+    automount = spec.get("automountServiceAccountToken")
+    if automount is None:
+        automount = account.get("automountServiceAccountToken")
+    if automount is not False:
+        _mount_service_account_token(spec)
+    if not spec.get("imagePullSecrets") and account.get("imagePullSecrets"):
+        spec["imagePullSecrets"] = [
+            {"name": secret.get("name", "")} for secret in account["imagePullSecrets"]
+        ]
+
+
+def _mount_service_account_token(spec: dict[str, Any]) -> None:
+    volumes = spec.get("volumes") or []
+    if not isinstance(volumes, list):
+        return  # validation refuses the pod
+    existing = next(
+        (
+            volume["name"]
+            for volume in volumes
+            if isinstance(volume, dict)
+            and str(volume.get("name", "")).startswith(_TOKEN_VOLUME_PREFIX)
+        ),
+        None,
+    )
+    volume_name = existing or _TOKEN_VOLUME_PREFIX + "".join(
+        secrets.choice(_SUFFIX_ALPHABET) for _ in range(5)
+    )
+    mount = {"name": volume_name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH}
+    mounted = False
+    for key in ("initContainers", "containers"):
+        containers = spec.get(key)
+        for container in containers if isinstance(containers, list) else []:
+            current = container.get("volumeMounts") or [] if isinstance(container, dict) else None
+            if not isinstance(current, list) or any(
+                isinstance(m, dict) and m.get("mountPath") == TOKEN_MOUNT_PATH for m in current
+            ):
+                continue
+            container["volumeMounts"] = [*current, dict(mount)]
+            mounted = True
+    if mounted and existing is None:
+        spec["volumes"] = [*volumes, _token_volume(volume_name)]
+
+
+def _token_volume(name: str) -> dict[str, Any]:
+    """``TokenVolumeSource``: 3607 s is the "warn only" expiry kube-apiserver recognises as
+    the admission plugin's own; kubelet rotates the token well before it."""
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ],
+            "defaultMode": 0o644,
+        },
+    }
 
 
 def _check_name(metadata: Mapping[str, Any], name: str) -> None:
