@@ -99,10 +99,9 @@ def up(
 def down(directory: DIRECTORY = Path(".sandbox")) -> None:
     """Stop the sandbox and remove every namespace, link, rule and process it made."""
     result = control.down(directory)
-    if not result.daemon_stopped and not result.namespaces:
-        typer.echo(f"sandbox: nothing was running in {directory}", err=True)
-        return
-    typer.echo(f"sandbox: down; removed {len(result.namespaces)} namespaces", err=True)
+    typer.echo(f"sandbox: {control.describe(result, directory)}", err=True)
+    if result.remaining:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -48,7 +48,10 @@ class Cleanup:
     """What a clean-up removed."""
 
     daemon_stopped: bool
+    #: Namespaces the clean-up itself had to remove (the daemon removes its own on SIGTERM).
     namespaces: list[str]
+    #: Namespaces still there afterwards (none, unless something outside holds them).
+    remaining: list[str]
 
 
 def daemon_alive(state: State) -> bool:
@@ -138,9 +141,25 @@ def clean(directory: Path) -> Cleanup:
         if daemon_alive(state):
             os.kill(state.pid, signal.SIGKILL)
         stopped = True
-    removed = anyio.run(network.tear_down, prefix_for(directory))
+    prefix = prefix_for(directory)
+    removed = anyio.run(network.tear_down, prefix)
     (directory / STATE_FILE).unlink(missing_ok=True)
-    return Cleanup(stopped, removed)
+    return Cleanup(stopped, removed, netns.with_prefix(prefix))
+
+
+def describe(result: Cleanup, directory: Path) -> str:
+    """One line on what a clean-up did, for the terminal."""
+    if result.remaining:
+        return (
+            f"down, but {len(result.remaining)} namespaces are still there "
+            f"({', '.join(result.remaining)}): something outside the sandbox holds them"
+        )
+    if not result.daemon_stopped and not result.namespaces:
+        return f"nothing was running in {directory}"
+    stale = (
+        f"; removed {len(result.namespaces)} namespaces left behind" if result.namespaces else ""
+    )
+    return f"down; nothing left behind{stale}"
 
 
 def status(directory: Path) -> dict[str, Any]:

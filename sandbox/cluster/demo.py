@@ -32,8 +32,7 @@ def run(directory: Path, nodes: int, say: Callable[[str], None]) -> None:
         control.up(directory, nodes, lambda line: say(f"sandbox: {line}"))
         _steps(directory, say)
     finally:
-        result = control.down(directory)
-        say(f"sandbox: down; removed {len(result.namespaces)} namespaces")
+        say(f"sandbox: {control.describe(control.down(directory), directory)}")
 
 
 def _ws(directory: Path, *command: str, show: bool = True) -> str:
