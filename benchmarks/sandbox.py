@@ -11,8 +11,10 @@
    from the API server's namespace (the hop the port-forward itself makes). Figure: MB/s of
    payload in each direction, median of ``--rounds``.
 3. *pod to service*: 64-byte request/response round trips over one TCP connection from a
-   client pod to the echo Service's ClusterIP (kube-proxy's DNAT through the node), beside
-   the same from the same pod to the echo pod's IP. Figure: p50 and p99 in microseconds.
+   client pod (on another node when there are two) to the echo Service's ClusterIP
+   (kube-proxy's DNAT through the node), beside the same from the same pod to the echo pod's
+   IP; ``--rounds`` runs of ``--round-trips`` each, the two paths interleaved. Figure: p50
+   and p99 in microseconds over all runs.
 
 Every transfer is checked: the bytes echoed back must hash to the bytes sent.
 """
@@ -196,8 +198,12 @@ def measure(directory: Path, nodes: int, mib: int, rounds: int, count: int) -> d
         for _ in range(rounds):
             forwarded.append(total / anyio.run(_port_forward, directory, total) / 1e6)
             direct.append(total / _direct(directory, pod_ip, total) / 1e6)
-        to_service = _round_trips(directory, service_ip, count)
-        to_pod = _round_trips(directory, pod_ip, count)
+        # Interleaved, so that both paths meet the machine in the same states.
+        to_service: list[float] = []
+        to_pod: list[float] = []
+        for _ in range(rounds):
+            to_service += _round_trips(directory, service_ip, count)
+            to_pod += _round_trips(directory, pod_ip, count)
     finally:
         control.down(directory)
     return {
