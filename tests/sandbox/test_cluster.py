@@ -418,7 +418,8 @@ spec:
     size = 256 * 1024 * 1024
     chunk = os.urandom(256 * 1024)
     async with WsApiClient(configuration=configuration) as api_client:
-        api = client.CoreV1Api(api_client)
+        # Typed as answering a str; with _preload_content=False it is the websocket.
+        api: Any = client.CoreV1Api(api_client)
         ws = await api.connect_get_namespaced_pod_portforward(
             "tcp-echo", "default", ports="7000", _preload_content=False
         )
