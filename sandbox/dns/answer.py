@@ -16,6 +16,8 @@ What comes back for what (RFC 1035 4.1.1 names the codes):
 - a class other than IN, or a zone transfer: REFUSED;
 - a name in the cluster domain: the records the :class:`~sandbox.dns.zone.Zone` has,
   NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308 2.1, 2.2), always AA;
+  when a CNAME (an ExternalName Service) leads out of the domain and there is an upstream,
+  the chain followed by the upstream's answer for the target, as CoreDNS gives it;
 - a known address's reverse name: its PTRs;
 - anything else: forwarded to the upstream when there is one, else REFUSED.
 """
@@ -64,6 +66,9 @@ class Forward:
     query: dns.message.Message
     upstream_query: dns.message.Message
     over_udp: bool
+    #: Records that go before the upstream's answer: the CNAME chain that led out of the
+    #: cluster domain, when the upstream is asked for an ExternalName's target.
+    chain: tuple[dns.rrset.RRset, ...] = ()
 
 
 class Responder:
@@ -103,7 +108,17 @@ class Responder:
             response.set_rcode(dns.rcode.REFUSED)
             return _encode(response, limit)
         if question.name in self.zone:
-            self._answer(response, question.name, question.rdtype)
+            outside = self._answer(response, question.name, question.rdtype)
+            if outside is not None and self.settings.upstream is not None:
+                # CoreDNS resolves an ExternalName's target through its upstream and answers
+                # the chain and the addresses together: stub resolvers (glibc's) do not chase
+                # a CNAME with a query of their own.
+                return Forward(
+                    query,
+                    self._upstream_query(query, outside, question.rdtype),
+                    over_udp,
+                    tuple(response.answer),
+                )
             return _encode(response, limit)
         if (node := self.zone.find_reverse(question.name)) is not None:
             response.flags |= dns.flags.AA
@@ -114,15 +129,20 @@ class Responder:
         if self.settings.upstream is None:
             response.set_rcode(dns.rcode.REFUSED)
             return _encode(response, limit)
-        upstream_query = dns.message.make_query(
-            question.name,
-            question.rdtype,
-            question.rdclass,
+        return Forward(query, self._upstream_query(query, question.name, question.rdtype), over_udp)
+
+    @staticmethod
+    def _upstream_query(
+        query: dns.message.Message, name: dns.name.Name, rdtype: RdataType
+    ) -> dns.message.Message:
+        return dns.message.make_query(
+            name,
+            rdtype,
+            IN,
             use_edns=0,
             payload=UDP_PAYLOAD,
             want_dnssec=bool(query.ednsflags & dns.flags.DO),
         )
-        return Forward(query, upstream_query, over_udp)
 
     def relay(self, forward: Forward, answer: dns.message.Message | None) -> bytes:
         """The reply to a forwarded query: the upstream's ``answer``, or SERVFAIL if none."""
@@ -134,14 +154,16 @@ class Responder:
         else:
             response.set_rcode(answer.rcode())
             response.flags |= answer.flags & dns.flags.AD
-            response.answer = list(answer.answer)
+            response.answer = [*forward.chain, *answer.answer]
             response.authority = list(answer.authority)
             response.additional = list(answer.additional)
         return _encode(response, _size_limit(forward.query, over_udp=forward.over_udp))
 
     def _answer(
         self, response: dns.message.Message, name: dns.name.Name, rdtype: RdataType
-    ) -> None:
+    ) -> dns.name.Name | None:
+        """Answer ``name`` from the zone; returns the name outside it where a CNAME chain
+        led, if one did (for the upstream to resolve)."""
         response.flags |= dns.flags.AA
         node = self.zone.find(name)
         for _ in range(MAX_CHAIN):
@@ -152,7 +174,7 @@ class Responder:
                 cname = node.records[RdataType.CNAME]
                 self._add(response, response.answer, name, RdataType.CNAME, cname)
                 if node.alias not in self.zone:
-                    return  # outside names are not resolved here: the CNAME is the answer
+                    return node.alias  # the upstream's, when there is one
                 name, node = node.alias, self.zone.find(node.alias)
                 continue
             records = node.select(rdtype)
@@ -161,11 +183,12 @@ class Responder:
             for found_type, rdatas in records.items():
                 self._add(response, response.answer, name, found_type, rdatas)
             self._add_srv_addresses(response, records.get(RdataType.SRV, []))
-            return
+            return None
         else:
-            return  # aliases in a loop: give the chain as far as it was followed
+            return None  # aliases in a loop: give the chain as far as it was followed
         # NXDOMAIN or NODATA: the SOA says for how long the client may remember that.
         self._add(response, response.authority, self.zone.origin, RdataType.SOA, [self.zone.soa()])
+        return None
 
     def _add_srv_addresses(self, response: dns.message.Message, srvs: list[Rdata]) -> None:
         """Addresses of the SRV targets, in the additional section as CoreDNS gives them."""

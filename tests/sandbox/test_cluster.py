@@ -485,3 +485,39 @@ def test_commands_without_a_sandbox_say_so(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "--nodes must be between 1 and 16" in bad.stderr
     assert "Traceback" not in ws.stderr + down.stderr + bad.stderr
+
+
+def test_external_name_resolves_through_the_corporate_zone(echo: Sandbox) -> None:
+    echo.kubectl(
+        "create", "service", "externalname", "intranet", "--external-name=intranet.corp.example"
+    )
+    # The cluster DNS answers the CNAME; the pod's resolver follows it, and the cluster DNS
+    # forwards that name to the corporate resolver, as CoreDNS forwards to its node's.
+    answer = echo.exec("client", "getent", "hosts", "intranet.default.svc.cluster.local").stdout
+    assert answer.split()[0] == "192.0.2.10"
+    unknown = echo.exec(
+        "client", "getent", "hosts", "nothing-here.default.svc.cluster.local", check=False
+    )
+    assert unknown.returncode == 2  # getent: not found
+
+
+def test_deleting_a_namespace_stops_its_pods(sandbox: Sandbox) -> None:
+    sandbox.kubectl("create", "namespace", "doomed")
+    sandbox.kubectl(
+        "-n",
+        "doomed",
+        "create",
+        "deployment",
+        "sleepers",
+        "--image=sandbox/http-echo",
+        "--replicas=2",
+    )
+    sandbox.kubectl("-n", "doomed", "rollout", "status", "deployment/sleepers", "--timeout=60s")
+    uids = [p["metadata"]["uid"] for p in sandbox.get("-n", "doomed", "pods")["items"]]
+    assert len(uids) == 2
+    sandbox.kubectl("delete", "namespace", "doomed", "--timeout=60s")
+    assert "doomed" not in sandbox.kubectl("get", "namespaces", "-o", "name")
+    # Their pods' network namespaces (named after their uids) are gone, and with them
+    # whatever ran inside.
+    names = netns.with_prefix(prefix_for(sandbox.directory))
+    assert not [n for n in names for uid in uids if n.endswith(uid.replace("-", "")[:12])]

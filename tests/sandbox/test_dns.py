@@ -439,6 +439,26 @@ async def test_outside_names_go_to_the_upstream(store: Store) -> None:
     assert missing.rcode() == dns.rcode.NXDOMAIN
 
 
+async def test_an_external_name_target_outside_is_resolved_upstream(store: Store) -> None:
+    corporate = Store()
+    corporate.create(SERVICES, service("wiki", "intranet", cluster_ip="192.0.2.7"))
+    store.create(SERVICES, service("wiki", external_name="wiki.intranet.svc.corp.example"))
+    store.create(SERVICES, service("gone", external_name="gone.intranet.svc.corp.example"))
+    async with running(corporate, DNSSettings(domain="corp.example")) as upstream_port:
+        settings = DNSSettings(upstream=(LOOPBACK, upstream_port))
+        async with running(store, settings) as port:
+            found = await ask(port, "wiki.default.svc.cluster.local")
+            missing = await ask(port, "gone.default.svc.cluster.local", tcp=True)
+            cname_only = await ask(port, "wiki.default.svc.cluster.local", "CNAME")
+
+    # The chain and the target's addresses in one answer: stub resolvers do not chase it.
+    assert [rrset.rdtype for rrset in found.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert answers(found) == {"192.0.2.7"}
+    assert missing.rcode() == dns.rcode.NXDOMAIN
+    assert [rrset.rdtype for rrset in missing.answer] == [dns.rdatatype.CNAME]
+    assert [rrset.rdtype for rrset in cname_only.answer] == [dns.rdatatype.CNAME]
+
+
 async def test_a_silent_upstream_gives_servfail(store: Store) -> None:
     async with await anyio.create_udp_socket(local_host=LOOPBACK) as silent:
         upstream = (LOOPBACK, silent.extra(SocketAttribute.local_port))
