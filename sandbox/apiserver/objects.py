@@ -429,8 +429,7 @@ class Objects:
         metadata = obj["metadata"]
         if _same_content(obj, current):
             return current  # a no-op write does not bump the resourceVersion, as upstream
-        if metadata.get("deletionTimestamp") and not metadata.get("finalizers"):
-            # The last finalizer is gone: the deletion completes now.
+        if deletes_during_update(resource, current, obj):
             ns = metadata.get("namespace", "")
             self.store.update(resource.key, obj)
             return self.store.delete(resource.key, ns, metadata["name"])
@@ -603,13 +602,14 @@ class Objects:
             return True, self.store.delete(resource.key, ns, name)
         if finalizers:
             metadata["finalizers"] = finalizers
-        if not metadata.get("deletionTimestamp"):
+        grace = graceful or 0  # None: no grace period (gone at once, or with the finalizers)
+        if metadata.get("deletionTimestamp"):
+            # A later request may only shorten the grace period (BeforeDelete), and one
+            # without any ends it (markAsDeleting), so the last finalizer's removal deletes.
+            grace = min(grace, metadata.get("deletionGracePeriodSeconds", grace))
+        else:
             metadata["deletionTimestamp"] = now_rfc3339(self.clock)
-            metadata["deletionGracePeriodSeconds"] = graceful or 0
-        elif graceful is not None:
-            metadata["deletionGracePeriodSeconds"] = min(
-                graceful, metadata.get("deletionGracePeriodSeconds", graceful)
-            )
+        metadata["deletionGracePeriodSeconds"] = grace
         if _same_content(obj, current):
             return False, current
         return False, self.store.update(resource.key, obj)
@@ -815,6 +815,21 @@ def _spec_changed(resource: ResourceType, old: Obj, new: Obj) -> bool:
     return {k: v for k, v in old.items() if k not in ignored} != {
         k: v for k, v in new.items() if k not in ignored
     }
+
+
+def deletes_during_update(resource: ResourceType, existing: Obj, updated: Obj) -> bool:
+    """Whether an update completes the object's deletion (upstream's
+    ``ShouldDeleteDuringUpdate``): its deletion was requested, no finalizer is left, and no
+    grace period runs (``deletionGracePeriodSeconds`` 0 or unset). A pod that its kubelet is
+    stopping gracefully stays through a status write or a label change; the kubelet deletes
+    it with ``gracePeriodSeconds: 0`` once stopped. A namespace also waits for its
+    ``spec.finalizers`` (``ShouldDeleteNamespaceDuringUpdate``)."""
+    old = existing.get("metadata", {})
+    if updated.get("metadata", {}).get("finalizers") or not old.get("deletionTimestamp"):
+        return False
+    if resource.key == NAMESPACES and updated.get("spec", {}).get("finalizers"):
+        return False
+    return not old.get("deletionGracePeriodSeconds")
 
 
 def _same_content(a: Obj, b: Obj) -> bool:

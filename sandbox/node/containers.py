@@ -3,9 +3,11 @@
 A container instance is one process started through the namespace launcher (``enter.py``):
 it joins the pod's network namespace, gets a private mount view with the pod's
 ``/etc/resolv.conf``, ``/etc/hosts`` and volumes bound in, and its own UTS namespace with the
-pod's host name (see :func:`launcher_argv`). The process is its own session leader, so that
-when it exits, what it left behind in its process group is killed with it, as a container's
-cgroup is (there is no PID namespace here; a daemon that starts a new session escapes).
+pod's host name (see :func:`launcher_argv`). The launcher holds one end of a pipe open until
+it has become the program (``--exec-fd``), so the instance counts as started exactly when its
+mounts are in place. The process is its own session leader, so that when it exits, what it
+left behind in its process group is killed with it, as a container's cgroup is (there is no
+PID namespace here; a daemon that starts a new session escapes).
 
 Its stdout and stderr are read here and written to the instance's log file in the CRI
 format the real runtimes write and ``kubectl logs`` reads through the kubelet::
@@ -20,8 +22,7 @@ has a file of its own (``<restartCount>.log``), so the previous instance's log s
 :class:`Container` is the kubelet's record of one container across its instances: the state
 the pod's status shows (waiting, running, terminated, the last termination), the restart
 count and the :class:`Backoff` between restarts. What the pod's status says about its
-containers as a whole, its phase, conditions and QoS class, are pure functions of these
-records (:func:`pod_phase`, :func:`pod_conditions`, :func:`qos_class`), worded as upstream's.
+containers as a whole is worked out from these records in :mod:`~sandbox.node.status`.
 
 Log writes are small synchronous ``write(2)`` calls on a local file, made from the event
 loop: cheaper than a thread hop per line, and never blocking for long.
@@ -36,16 +37,15 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from sandbox.node import netns
-from sandbox.node.env import quantity
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
     from anyio.abc import ByteReceiveStream, Process, TaskStatus
 
@@ -65,9 +65,6 @@ MAX_BACKOFF = 300.0
 LAUNCH_FAILED = 127
 #: The exit code a container that could not start reports (runc's).
 START_ERROR_CODE = 128
-#: How often, and how long at most, a start waits for the launcher to become the program.
-EXEC_POLL = 0.005
-EXEC_WAIT = 10.0
 
 
 def rfc3339_nano(nanoseconds: int) -> str:
@@ -187,6 +184,13 @@ class ContainerProcess:
     supervision (so that stopping a pod can still signal it and log what it says), it returns
     when the process is gone. Cancelled, it stops the process (SIGTERM, SIGKILL after
     :data:`STOP_CAP`) before it returns.
+
+    Args:
+        argv: the launcher's command line (:func:`launcher_argv`); :meth:`run` adds the
+            ``--exec-fd`` that tells it when the program runs (:meth:`executed`).
+        env: the program's environment.
+        log_path: the instance's CRI log.
+        stage: an empty directory of the launcher's (``--stage``).
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class ContainerProcess:
         #: The launcher's own error, when it could not start the program at all.
         self.start_error: str | None = None
         self.exited = anyio.Event()
+        self._executed = anyio.Event()
         self._process: Process | None = None
         self._stderr_head = b""
 
@@ -211,42 +216,49 @@ class ContainerProcess:
         return self._process is not None and not self.exited.is_set()
 
     async def executed(self) -> None:
-        """Return once the launcher has set the container up and become its program (or
-        exited): from then on the container's mounts are in place, so that a hook or an exec
+        """Return once the launcher has set the container up and become its program, or has
+        exited: from then on the container's mounts are in place, so that a hook or an exec
         sees what the program sees, as a runtime's "started" promises.
 
-        The launcher says nothing when it is done, so this watches its command line change
-        (a few milliseconds; :data:`EXEC_WAIT` at most, should it hang).
+        The launcher holds the write end of a pipe (``--exec-fd``) that the exec closes, so
+        end of file on the read end says so exactly; a launcher that fails closes it by
+        exiting, and :meth:`run` reports the failure as the instance's exit.
         """
-        if self.pid is None:
-            return
-        launcher = "\0".join(self.argv[: len(netns.ENTER)]).encode()
-        with anyio.move_on_after(EXEC_WAIT):
-            while not self.exited.is_set():
-                cmdline = _command_line(self.pid)
-                if cmdline is None or not cmdline.startswith(launcher):
-                    return
-                await anyio.sleep(EXEC_POLL)
+        await self._executed.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the process, report started, and return once it is gone (see the class)."""
         self.stage.mkdir(parents=True, exist_ok=True)
         writer = LogWriter(self.log_path)
+        exec_read, exec_write = os.pipe()
+        try:
+            await self._run(writer, exec_read, exec_write, task_status)
+        finally:
+            writer.close()  # (already closed once the process was started)
+            os.close(exec_read)
+
+    async def _run(
+        self, writer: LogWriter, exec_read: int, exec_write: int, task_status: TaskStatus[None]
+    ) -> None:
+        launcher = len(netns.ENTER)
+        argv = [*self.argv[:launcher], "--exec-fd", str(exec_write), *self.argv[launcher:]]
         try:
             process = await anyio.open_process(
-                self.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self.env,
                 start_new_session=True,
+                pass_fds=(exec_write,),
             )
         except OSError as error:
-            writer.close()
             self.started_at = dt.datetime.now(dt.UTC)
             self._finish(START_ERROR_CODE, f"cannot start the launcher: {error}")
             task_status.started()
             return
+        finally:
+            os.close(exec_write)  # the launcher's copy is the only one left
         self._process = process
         self.pid = process.pid
         self.started_at = dt.datetime.now(dt.UTC)
@@ -258,6 +270,7 @@ class ContainerProcess:
                 assert process.stderr is not None
                 pumps.start_soon(self._pump, process.stdout, "stdout", writer, drained[0])
                 pumps.start_soon(self._pump, process.stderr, "stderr", writer, drained[1])
+                pumps.start_soon(self._await_exec, exec_read)
                 try:
                     await process.wait()
                 finally:
@@ -276,6 +289,17 @@ class ContainerProcess:
                 code = process.returncode if process.returncode is not None else -signal.SIGKILL
                 self._finish(code, None)
 
+    async def _await_exec(self, exec_read: int) -> None:
+        """End of file on the launcher's ``--exec-fd`` pipe: it became the program, or exited
+        (nothing is ever written to it)."""
+        os.set_blocking(exec_read, False)
+        while True:
+            await anyio.wait_readable(exec_read)
+            with contextlib.suppress(BlockingIOError):
+                if not os.read(exec_read, 64):
+                    break
+        self._executed.set()
+
     def _finish(self, returncode: int, start_error: str | None) -> None:
         self.finished_at = dt.datetime.now(dt.UTC)
         # Killed by a signal (asyncio reports -N): 128 + N, as a shell and the CRI report it.
@@ -286,6 +310,7 @@ class ContainerProcess:
         if start_error is not None:
             self.start_error = start_error
             self.exit_code = START_ERROR_CODE
+        self._executed.set()
         self.exited.set()
 
     async def _pump(
@@ -335,14 +360,6 @@ class ContainerProcess:
         assert self._process is not None
         if self._process.returncode is None:
             await self._process.wait()
-
-
-def _command_line(pid: int) -> bytes | None:
-    """A process's ``argv`` as ``/proc`` has it (NUL-separated); None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
 
 
 class Backoff:
@@ -493,145 +510,3 @@ class Container:
         if previous:
             return self.previous_log if "terminated" in self.last_state else None
         return self.log
-
-
-# -- what the pod's status says about its containers ------------------------------------------
-
-
-def pod_phase(
-    containers: Sequence[Container],
-    *,
-    restart_policy: str,
-    initialized: bool,
-    init_failed: bool,
-    stopped: bool,
-) -> str:
-    """The kubelet's ``getPhase`` (1.32) over the regular containers; ``stopped`` is a pod
-    whose containers were stopped for its deletion, which ends Succeeded or Failed."""
-    if init_failed and restart_policy == "Never":
-        return "Failed"
-    if not initialized:
-        return "Failed" if stopped else "Pending"
-    waiting = running = exited = succeeded = 0
-    for record in containers:
-        state = record.state
-        if "running" in state:
-            running += 1
-        elif "terminated" in state:
-            exited += 1
-            succeeded += state["terminated"].get("exitCode") == 0
-        elif "terminated" in record.last_state:
-            exited += 1  # crash-looping: it ran, and will again
-        else:
-            waiting += 1
-    total = len(containers)
-    if stopped:
-        return "Succeeded" if succeeded == total else "Failed"
-    if waiting:
-        return "Pending"
-    if running:
-        return "Running"
-    if exited == total:
-        if restart_policy == "Always":
-            return "Running"
-        if succeeded == total:
-            return "Succeeded"
-        if restart_policy == "Never":
-            return "Failed"
-        return "Running"
-    return "Pending"
-
-
-def pod_conditions(
-    phase: str,
-    init_containers: Sequence[Container],
-    containers: Sequence[Container],
-    *,
-    old: Sequence[Mapping[str, Any]],
-    now: str,
-    sandbox_ready: bool,
-    initialized: bool,
-    readiness_gates: Sequence[str],
-) -> list[dict[str, Any]]:
-    """The pod's conditions, the kubelet's in upstream's order and wording, then any others
-    already there (a readiness gate's, a DisruptionTarget). A condition keeps its
-    ``lastTransitionTime`` while its status stays."""
-    before = {c.get("type"): c for c in old}
-
-    def condition(kind: str, true: bool, reason: str = "", message: str = "") -> dict[str, Any]:
-        status = "True" if true else "False"
-        previous = before.get(kind) or {}
-        made: dict[str, Any] = {
-            "type": kind,
-            "status": status,
-            "lastProbeTime": None,
-            "lastTransitionTime": previous.get("lastTransitionTime", now)
-            if previous.get("status") == status
-            else now,
-        }
-        if not true and reason:
-            made["reason"] = reason
-            if message:
-                made["message"] = message
-        return made
-
-    incomplete = [c.name for c in init_containers if not (c.completed or c.sidecar)]
-    unready = [c.name for c in init_containers if c.sidecar and not c.ready]
-    unready += [c.name for c in containers if not c.ready]
-    if phase == "Succeeded":
-        reason, message = "PodCompleted", ""
-    else:
-        reason, message = (
-            "ContainersNotReady",
-            f"containers with unready status: [{' '.join(unready)}]",
-        )
-    containers_ready = condition(
-        "ContainersReady", not unready and phase != "Succeeded", reason, message
-    )
-    unmet = [g for g in readiness_gates if (before.get(g) or {}).get("status") != "True"]
-    if containers_ready["status"] == "True" and unmet:
-        gate = unmet[0]
-        message = (
-            f'corresponding condition of pod readiness gate "{gate}" does not exist.'
-            if gate not in before
-            else f'the status of pod readiness gate "{gate}" is not "True", but '
-            f"{before[gate].get('status')}"
-        )
-        ready = condition("Ready", False, "ReadinessGatesNotReady", message)
-    else:
-        ready = condition("Ready", containers_ready["status"] == "True", reason, message)
-    conditions = [
-        condition("PodReadyToStartContainers", sandbox_ready),
-        condition(
-            "Initialized",
-            initialized,
-            "ContainersNotInitialized",
-            f"containers with incomplete status: [{' '.join(incomplete)}]",
-        ),
-        ready,
-        containers_ready,
-        dict(before.get("PodScheduled") or condition("PodScheduled", True)),
-    ]
-    own = {c["type"] for c in conditions}
-    return conditions + [dict(c) for kind, c in before.items() if kind not in own]
-
-
-def qos_class(spec: Mapping[str, Any]) -> str:
-    """``GetPodQOS``: Guaranteed when every container limits CPU and memory and requests
-    what it limits, BestEffort when none requests or limits either, else Burstable."""
-    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-    any_set = False
-    guaranteed = True
-    for container in containers:
-        resources = container.get("resources") or {}
-        requests = resources.get("requests") or {}
-        limits = resources.get("limits") or {}
-        for name in ("cpu", "memory"):
-            any_set = any_set or name in requests or name in limits
-            if name not in limits or quantity(requests.get(name, limits[name])) != quantity(
-                limits[name]
-            ):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"

@@ -21,8 +21,15 @@ Order of operations:
    way and ``chroot``\\s into it at the end.
 4. ``--hostname`` sets the host name in a new UTS namespace; ``--chdir`` changes directory;
    ``--die-with-parent`` asks the kernel to kill the program when its parent exits.
+5. ``--exec-fd N`` tells the caller when the program starts. Fd ``N`` (the write end of a
+   pipe the caller passed down) stays open through the setup and is marked close-on-exec
+   just before ``exec``, so the caller reads end of file on the other end exactly when the
+   program has replaced the launcher: from then on its mounts are in place. A launcher that
+   fails closes it too, by exiting; the exit status (127) and the message tell the two apart.
 
-The environment is passed through unchanged: the caller builds it.
+A step that fails for a reason it knows (:class:`EnterError`) ends the launcher with status
+127 and one line on stderr, ``sandbox: `` and what failed; the program never runs. The
+environment is passed through unchanged: the caller builds it.
 """
 
 from __future__ import annotations
@@ -191,8 +198,22 @@ def parse(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     return options, command
 
 
+def exec_fd(value: str) -> int:
+    """The ``--exec-fd`` descriptor: an open one, and not stdin, stdout or stderr (the
+    program's own, which close-on-exec would take from it)."""
+    if not value.isdigit() or int(value) < 3:
+        raise EnterError(f"bad --exec-fd {value!r}: expected a file descriptor from 3 up")
+    fd = int(value)
+    try:
+        os.fstat(fd)
+    except OSError as error:
+        raise EnterError(f"bad --exec-fd {fd}: {error.strerror}") from None
+    return fd
+
+
 def main(argv: list[str]) -> None:
     options, command = parse(argv)
+    exec_fds = [exec_fd(value) for value in options.get("--exec-fd", [])]
     if "--die-with-parent" in options:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     for option, nstype, what in (
@@ -237,6 +258,8 @@ def main(argv: list[str]) -> None:
             os.chdir(directory)
         except OSError as error:
             raise EnterError(f"cannot change to {directory}: {error.strerror}") from None
+    for fd in exec_fds:
+        os.set_inheritable(fd, False)  # closed by the exec itself: the caller's signal
     try:
         os.execvp(command[0], command)
     except OSError as error:

@@ -286,6 +286,67 @@ async def test_scale_subresource_and_status(api: client.ApiClient) -> None:
     assert (status.replicas, status.ready_replicas) == (3, 2)
 
 
+def bound_pod(name: str, *finalizers: str) -> Any:
+    """A pod its node's kubelet runs: deleting it gives the kubelet a grace period."""
+    return manifest(
+        {
+            "metadata": {"name": name, "finalizers": list(finalizers)},
+            "spec": {
+                "nodeName": "node-0",
+                "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "main", "image": "sandbox/http-echo"}],
+            },
+        }
+    )
+
+
+async def test_a_pod_terminating_gracefully_stays_through_updates(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_pod("default", bound_pod("stopping"))
+    await core.delete_namespaced_pod("stopping", "default", grace_period_seconds=10)
+    deleting = await core.read_namespaced_pod("stopping", "default")
+    assert deleting.metadata.deletion_timestamp is not None
+    assert deleting.metadata.deletion_grace_period_seconds == 10
+
+    # What the kubelet (its status) and a user (kubectl label) write meanwhile keeps it...
+    deleting.status.phase = "Running"
+    await core.replace_namespaced_pod_status("stopping", "default", deleting)
+    await core.patch_namespaced_pod("stopping", "default", {"metadata": {"labels": {"a": "b"}}})
+    kept = await core.read_namespaced_pod("stopping", "default")
+    assert kept.metadata.labels == {"a": "b"}
+    assert kept.status.phase == "Running"
+    assert kept.metadata.deletion_timestamp == deleting.metadata.deletion_timestamp
+    assert kept.metadata.deletion_grace_period_seconds == 10
+
+    # ...until the kubelet, its containers stopped, deletes it without a grace period.
+    await core.delete_namespaced_pod("stopping", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as raised:
+        await core.read_namespaced_pod("stopping", "default")
+    assert raised.value.status == 404
+
+
+async def test_a_terminating_pod_with_a_finalizer_goes_with_the_last_one(
+    api: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_pod("default", bound_pod("held", "example.com/a", "example.com/b"))
+    await core.delete_namespaced_pod("held", "default", grace_period_seconds=10)
+    await core.delete_namespaced_pod("held", "default", grace_period_seconds=0)
+    held = await core.read_namespaced_pod("held", "default")
+    assert held.metadata.deletion_grace_period_seconds == 0
+    assert held.metadata.finalizers == ["example.com/a", "example.com/b"]
+
+    remove_first = [{"op": "remove", "path": "/metadata/finalizers/0"}]
+    await core.patch_namespaced_pod("held", "default", remove_first)
+    assert (await core.read_namespaced_pod("held", "default")).metadata.finalizers == [
+        "example.com/b"
+    ]
+    await core.patch_namespaced_pod("held", "default", remove_first)
+    with pytest.raises(ApiException) as raised:
+        await core.read_namespaced_pod("held", "default")
+    assert raised.value.status == 404
+
+
 async def test_label_selector_list_and_field_selector(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     for name, tier in [("a", "front"), ("b", "back"), ("c", "front")]:

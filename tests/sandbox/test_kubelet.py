@@ -566,6 +566,70 @@ async def test_a_deleted_pod_is_stopped_gracefully(
     assert not (kubelet.directory / "pods" / pod["metadata"]["uid"]).exists()
 
 
+async def test_a_stopping_pod_reports_its_containers_as_they_stop(
+    cluster: Cluster, kubelet: Kubelet
+) -> None:
+    flags = [{"name": "flags", "mountPath": "/flags"}]
+
+    def ready_once(flag: str) -> dict[str, Any]:
+        return {"exec": {"command": ["test", "-e", f"/flags/{flag}"]}, "periodSeconds": 1}
+
+    quick = shell(
+        "trap 'exit 0' TERM; touch /flags/quick; sleep 1000 & wait",
+        "quick",
+        readinessProbe=ready_once("quick"),
+        volumeMounts=flags,
+    )
+    stubborn = shell(
+        "trap '' TERM; touch /flags/stubborn; sleep 1000",
+        "stubborn",
+        readinessProbe=ready_once("stubborn"),
+        volumeMounts=flags,
+    )
+    await cluster.create_pod(
+        "stopping",
+        {"containers": [quick, stubborn], "volumes": [{"name": "flags", "emptyDir": {}}]},
+    )
+    await cluster.until(lambda: cluster.ready_pod("stopping"))
+    await cluster.delete_pod("stopping", 3)
+
+    def states(pod: Obj | None) -> dict[str, Any]:
+        statuses = (pod or {}).get("status", {}).get("containerStatuses", [])
+        return {status["name"]: status["state"] for status in statuses}
+
+    def quick_stopped() -> Obj | None:
+        pod = cluster.pod("stopping")
+        return pod if "terminated" in states(pod).get("quick", {}) else None
+
+    # Written while the stubborn one waits out its grace period: the pod is still there.
+    stopping = await cluster.until(quick_stopped)
+    assert stopping["metadata"]["deletionTimestamp"]
+    assert states(stopping)["quick"]["terminated"]["exitCode"] == 0
+    assert "running" in states(stopping)["stubborn"]
+    await cluster.until(lambda: cluster.pod("stopping") is None)
+    final = [p for kind, p in cluster.history if kind == "MODIFIED"][-1]
+    assert final["status"]["phase"] == "Failed"
+    assert states(final)["stubborn"]["terminated"]["exitCode"] == 137
+
+
+async def test_a_program_that_cannot_start_is_a_start_error(
+    cluster: Cluster, kubelet: Kubelet
+) -> None:
+    await cluster.create_pod(
+        "nostart",
+        {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "main", "image": "sandbox/exec", "command": ["no-such-program-here"]}
+            ],
+        },
+    )
+    pod = await cluster.until(lambda: cluster.phase_is("nostart", "Failed"))
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+    assert terminated["message"] == "cannot run no-such-program-here: No such file or directory"
+
+
 async def test_a_stopping_kubelet_leaves_no_pods_behind(
     cluster: Cluster, apiserver: Running, node: Node, tmp_path: Path
 ) -> None:

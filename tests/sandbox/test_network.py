@@ -8,6 +8,7 @@ removed entirely by ``tear_down``, processes inside included.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import uuid
@@ -92,6 +93,8 @@ def test_binds_appear_without_touching_the_host(tmp_path: Path) -> None:
          "expected SOURCE:/ABSOLUTE/DESTINATION"),
         (["--net", "/run/netns/no-such-namespace", "--", "true"], "cannot open the network"),
         (["--", "no-such-program-here"], "cannot run no-such-program-here"),
+        (["--exec-fd", "1", "--", "true"], "bad --exec-fd '1'"),
+        (["--exec-fd", "987", "--", "true"], "bad --exec-fd 987: Bad file descriptor"),
     ],
 )  # fmt: skip
 def test_bad_launcher_input_is_one_clear_line(args: list[str], message: str) -> None:
@@ -100,6 +103,57 @@ def test_bad_launcher_input_is_one_clear_line(args: list[str], message: str) -> 
     assert result.stderr.startswith("sandbox: ")
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def end_of_file(fd: int) -> bool:
+    """Whether the pipe's read end ``fd`` reads end of file within 10 s."""
+    readable, _, _ = select.select([fd], [], [], 10)
+    return bool(readable) and os.read(fd, 1) == b""
+
+
+def test_exec_fd_reads_end_of_file_once_the_program_runs() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        launched = subprocess.Popen(
+            [*netns.ENTER, "--exec-fd", str(write_end), "--", "sh", "-c", "read line; echo $line"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(write_end,),
+        )
+    finally:
+        os.close(write_end)
+    try:
+        with launched as running:
+            assert end_of_file(read_end)
+            # The program runs (it waits for its line), as itself, without the launcher's fd.
+            assert running.poll() is None
+            assert Path(f"/proc/{running.pid}/cmdline").read_bytes().startswith(b"sh\0")
+            assert not os.path.exists(f"/proc/{running.pid}/fd/{write_end}")
+            stdout, _ = running.communicate("hello\n", timeout=10)
+        assert (running.returncode, stdout) == (0, "hello\n")
+    finally:
+        os.close(read_end)
+
+
+def test_exec_fd_reads_end_of_file_when_the_launcher_fails() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        failed = subprocess.run(
+            [*netns.ENTER, "--exec-fd", str(write_end), "--", "no-such-program-here"],
+            capture_output=True,
+            text=True,
+            pass_fds=(write_end,),
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    try:
+        assert end_of_file(read_end)
+    finally:
+        os.close(read_end)
+    assert failed.returncode == 127
+    assert failed.stderr == "sandbox: cannot run no-such-program-here: No such file or directory\n"
 
 
 @pytest.fixture
