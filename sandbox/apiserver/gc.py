@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from sandbox.apiserver import errors
-from sandbox.apiserver.objects import NAMESPACES
+from sandbox.apiserver.objects import NAMESPACES, deletes_during_update
 from sandbox.apiserver.rbac import UserInfo
 
 if TYPE_CHECKING:
@@ -144,11 +144,13 @@ class GarbageCollector:
         updated["metadata"]["finalizers"] = remaining
         if not remaining:
             del updated["metadata"]["finalizers"]
+        self.store.update(key, updated)
+        resource = self._resource(key)
+        # As any update: the object goes now only if no grace period runs (a pod deleted in
+        # the foreground still gets its kubelet's graceful stop, which then deletes it).
+        if resource is not None and deletes_during_update(resource, obj, updated):
             metadata = updated["metadata"]
-            self.store.update(key, updated)
             self.store.delete(key, metadata.get("namespace", ""), metadata["name"])
-        else:
-            self.store.update(key, updated)
 
     async def _empty_namespace(self, namespace: Obj) -> None:
         name = namespace["metadata"]["name"]

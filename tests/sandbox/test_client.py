@@ -347,6 +347,36 @@ async def test_a_terminating_pod_with_a_finalizer_goes_with_the_last_one(
     assert raised.value.status == 404
 
 
+async def test_a_foreground_delete_still_lets_the_kubelet_stop_the_pod(
+    api: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(api)
+    created = await core.create_namespaced_pod("default", bound_pod("fg"))
+    version = created.metadata.resource_version
+    await core.delete_namespaced_pod(
+        "fg", "default", grace_period_seconds=10, propagation_policy="Foreground"
+    )
+    # The garbage collector drops its finalizer (the pod has no dependents)...
+    with anyio.fail_after(10):
+        stream = watch.Watch().stream(
+            core.list_namespaced_pod,
+            "default",
+            field_selector="metadata.name=fg",
+            resource_version=version,
+        )
+        async with stream:
+            async for event in stream:
+                if not event["object"].metadata.finalizers:
+                    break
+    # ...but the pod stays for its grace period: its kubelet deletes it once stopped.
+    kept = await core.read_namespaced_pod("fg", "default")
+    assert kept.metadata.deletion_timestamp is not None
+    await core.delete_namespaced_pod("fg", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as raised:
+        await core.read_namespaced_pod("fg", "default")
+    assert raised.value.status == 404
+
+
 async def test_label_selector_list_and_field_selector(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     for name, tier in [("a", "front"), ("b", "back"), ("c", "front")]:
