@@ -32,9 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from sandbox.node.kubelet import Kubelet
-from sandbox.node.proxy import KubeProxy
-from sandbox.node.runtime import PodRuntime
 
 from sandbox.apiserver.objects import now_rfc3339
 from sandbox.apiserver.run import Listener, Running, serve
@@ -45,7 +42,10 @@ from sandbox.controllers.controller import Client
 from sandbox.dns import DNSSettings, StoreView
 from sandbox.dns import serve as serve_dns
 from sandbox.node import netns
+from sandbox.node.kubelet import Kubelet
 from sandbox.node.podnet import PodNetwork
+from sandbox.node.proxy import KubeProxy
+from sandbox.node.runtime import PodRuntime
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
