@@ -177,6 +177,52 @@ async def test_many_concurrent_streams_each_get_their_own_bytes() -> None:
                 tasks.start_soon(one, index)
 
 
+async def test_an_opener_handed_the_reading_before_its_accept_waits_on() -> None:
+    # A task reads the transport for its stream's data while another waits for its OPEN to
+    # be answered. The data ends the read, and the reading passes to the opener before the
+    # peer has accepted its stream: it must read on until the accept, not spin (a spinning
+    # task never yields, so this test would hang).
+    async with connected(server=False) as (client, server, _), anyio.create_task_group() as tasks:
+        accepted: list[shell.MuxStream] = []
+
+        async def accept_first() -> None:
+            incoming = await server.accept_stream()
+            assert isinstance(incoming, shell.MuxStream)
+            incoming.accept()
+            accepted.append(incoming)
+
+        tasks.start_soon(accept_first)
+        reading = await client.open_stream("10.0.0.1", 1)
+        (first,) = accepted
+        received: list[bytes] = []
+        opened: list[shell.MuxStream] = []
+
+        async def receive() -> None:
+            received.append(await reading.receive())
+
+        async def open_second() -> None:
+            stream = await client.open_stream("10.0.0.2", 2)
+            assert isinstance(stream, shell.MuxStream)
+            opened.append(stream)
+
+        tasks.start_soon(receive)
+        await wait_all_tasks_blocked()  # the receiver reads the transport
+        tasks.start_soon(open_second)
+        await wait_all_tasks_blocked()  # the opener waits behind it
+        second = await server.accept_stream()
+        assert isinstance(second, shell.MuxStream)
+        await first.send(b"ends the read")  # the reading passes to the opener
+        await wait_all_tasks_blocked()
+        assert received == [b"ends the read"]
+        assert opened == []
+        second.accept()
+        with anyio.fail_after(5):
+            while not opened:
+                await wait_all_tasks_blocked()
+        assert opened[0].destination.port == 2
+        tasks.cancel_scope.cancel()
+
+
 async def test_stalled_reader_does_not_stop_other_streams() -> None:
     async with connected(server=False) as (client, server, _):
         streams: dict[int, shell.MuxStream] = {}

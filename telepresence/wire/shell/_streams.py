@@ -151,6 +151,11 @@ class _StreamBase:
         reason (``refused``, ``unreachable``, ...) when the destination cannot be reached."""
         while not self._accepted:
             self._check_open()
+            # Still set from a wake-up that only handed this task the reading (a finished
+            # reader wakes the first waiter so that it reads next): waiting on it again
+            # would return at once, forever, and starve every other task.
+            if self._accepted_event.is_set():
+                self._accepted_event = self._connection._event()
             await self._connection._wait_on(self._accepted_event)
         self._check_open()
 
