@@ -18,7 +18,9 @@ Order of operations:
    that does not exist is made without touching the host's filesystem: its nearest existing
    ancestor is *shadowed* (a tmpfs over it, each original entry bound back into it), and the
    missing part is created on the tmpfs. Shadowing ``/`` itself builds a new root the same
-   way and ``chroot``\\s into it at the end.
+   way and ``chroot``\\s into it at the end. Every source, and the stage, is opened before
+   the first mount and mounted from its descriptor, so that one volume mounted over another's
+   source (an emptyDir at ``/tmp`` over a sandbox kept in ``/tmp``) hides nothing.
 4. ``--hostname`` sets the host name in a new UTS namespace; ``--chdir`` changes directory;
    ``--die-with-parent`` asks the kernel to kill the program when its parent exits.
 5. ``--exec-fd N`` tells the caller when the program starts. Fd ``N`` (the write end of a
@@ -156,14 +158,12 @@ class View:
                     pass
                 mount(origin, copy, None, MS_BIND)
 
-    def bind(self, source: str, destination: str, read_only: bool) -> None:
-        if not os.path.exists(source):
-            raise EnterError(f"cannot mount {source} at {destination}: it does not exist")
+    def bind(self, source: Held, destination: str, read_only: bool) -> None:
         path = os.path.realpath(destination)  # the view mirrors the host's existing paths
-        self.ensure(path, directory=os.path.isdir(source))
+        self.ensure(path, directory=source.directory)
         target = self.real(path)
-        flags = MS_BIND | (MS_REC if os.path.isdir(source) else 0)
-        mount(source, target, None, flags)
+        flags = MS_BIND | (MS_REC if source.directory else 0)
+        mount(source.handle, target, None, flags)
         if read_only:
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
@@ -172,6 +172,19 @@ class View:
             os.chdir(self.root)
             os.chroot(".")
             os.chdir("/")
+
+
+class Held:
+    """A path opened before anything is mounted, and mounted from its descriptor: a mount
+    over one of its parents (a volume at ``/tmp``, say) must not hide it."""
+
+    def __init__(self, path: str, what: str) -> None:
+        try:
+            self.fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError as error:
+            raise EnterError(f"cannot mount {what}: {path}: {error.strerror}") from None
+        self.directory = os.path.isdir(path)
+        self.handle = f"/proc/self/fd/{self.fd}"
 
 
 def parse(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -239,14 +252,16 @@ def main(argv: list[str]) -> None:
         stages = options.get("--stage")
         if not stages:
             raise EnterError("--bind needs --stage DIR (an empty directory of the caller's)")
-        view = View(os.path.realpath(stages[-1]))
+        view = View(Held(os.path.realpath(stages[-1]), "the stage").handle)
         # Shallow destinations first, so that a mount inside another one lands on top of it.
         specs = []
         for spec, read_only in binds:
             source, sep, destination = spec.partition(":")
             if not sep or not destination.startswith("/"):
                 raise EnterError(f"bad mount {spec!r}: expected SOURCE:/ABSOLUTE/DESTINATION")
-            specs.append((source, destination, read_only))
+            if not os.path.exists(source):
+                raise EnterError(f"cannot mount {source} at {destination}: it does not exist")
+            specs.append((Held(source, f"{source} at {destination}"), destination, read_only))
         for source, destination, read_only in sorted(specs, key=lambda s: s[1].count("/")):
             view.bind(source, destination, read_only)
         view.enter()

@@ -223,3 +223,26 @@ async def test_tear_down_kills_what_runs_inside(two_nodes: network.Network) -> N
         if process.returncode is None:
             process.kill()
         await process.aclose()
+
+
+def test_a_mount_over_the_sources_parent_hides_no_source(tmp_path: Path) -> None:
+    # An emptyDir at /tmp, and the pod's other files kept under /tmp too (pytest's tmp_path
+    # is there): mounted first, the emptyDir must not hide the others' sources or the stage.
+    empty = tmp_path / "empty-dir"
+    empty.mkdir()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.244.0.9 a-pod\n")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    config = f"/etc/sandbox-test-{uuid.uuid4().hex[:8]}"
+    result = enter(
+        "--private-mounts",
+        "--stage", str(stage),
+        "--bind", f"{empty}:/tmp",
+        "--ro-bind", f"{hosts}:{config}/hosts",
+        "--ro-bind", f"{hosts}:/etc/hosts",
+        "--",
+        "sh", "-c", f"ls -A /tmp; cat /etc/hosts {config}/hosts",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["10.244.0.9 a-pod", "10.244.0.9 a-pod"]
