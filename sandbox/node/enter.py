@@ -254,16 +254,16 @@ def main(argv: list[str]) -> None:
             raise EnterError("--bind needs --stage DIR (an empty directory of the caller's)")
         view = View(Held(os.path.realpath(stages[-1]), "the stage").handle)
         # Shallow destinations first, so that a mount inside another one lands on top of it.
-        specs = []
+        specs: list[tuple[Held, str, bool]] = []
         for spec, read_only in binds:
-            source, sep, destination = spec.partition(":")
+            path, sep, destination = spec.partition(":")
             if not sep or not destination.startswith("/"):
                 raise EnterError(f"bad mount {spec!r}: expected SOURCE:/ABSOLUTE/DESTINATION")
-            if not os.path.exists(source):
-                raise EnterError(f"cannot mount {source} at {destination}: it does not exist")
-            specs.append((Held(source, f"{source} at {destination}"), destination, read_only))
-        for source, destination, read_only in sorted(specs, key=lambda s: s[1].count("/")):
-            view.bind(source, destination, read_only)
+            if not os.path.exists(path):
+                raise EnterError(f"cannot mount {path} at {destination}: it does not exist")
+            specs.append((Held(path, f"{path} at {destination}"), destination, read_only))
+        for held, destination, read_only in sorted(specs, key=lambda s: s[1].count("/")):
+            view.bind(held, destination, read_only)
         view.enter()
     for hostname in options.get("--hostname", []):
         os.unshare(os.CLONE_NEWUTS)
