@@ -158,6 +158,8 @@ class Objects:
         if field_manager is not None:
             self._track(resource, None, obj, field_manager, subresource="")
         if dry_run:
+            if resource.key == ("", "services"):
+                self._check_cluster_ips(resource, obj)  # the allocator's dry run
             return obj
         self._allocate(resource, obj)
         return self.store.create(resource.key, obj)
@@ -208,6 +210,7 @@ class Objects:
             spec["clusterIPs"] = [spec["clusterIP"]]
         elif spec.get("clusterIP") and not spec.get("clusterIPs"):
             spec["clusterIPs"] = [spec["clusterIP"]]
+        self._check_cluster_ips(resource, obj)
         if kind in ("NodePort", "LoadBalancer"):
             used = {
                 port.get("nodePort")
@@ -218,6 +221,41 @@ class Objects:
                 if not port.get("nodePort"):
                     port["nodePort"] = next(p for p in NODE_PORTS if p not in used)
                     used.add(port["nodePort"])
+
+    @staticmethod
+    def _check_cluster_ips(resource: ResourceType, obj: Obj) -> None:
+        """A ClusterIP asked for must be in the service range: the allocator's refusal,
+        which names the range (clients, Telepresence's manager among them, read it there)."""
+        spec = obj.get("spec") or {}
+        ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        for ip in ips:
+            if not isinstance(ip, str) or ip in ("", "None"):
+                continue
+            try:
+                inside = ipaddress.ip_address(ip) in SERVICE_CIDR
+            except ValueError:
+                continue  # validation words a malformed address
+            if inside:
+                continue
+            name = obj.get("metadata", {}).get("name", "")
+            listed = ", ".join(f'"{i}"' for i in ips)
+            detail = (
+                f"failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid "
+                f"range. The range of valid IPs is {SERVICE_CIDR}"
+            )
+            value = f"[]string{{{listed}}}"
+            raise errors.invalid(
+                resource,
+                name,
+                f'Service "{name}" is invalid: spec.clusterIPs: Invalid value: {value}: {detail}',
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "message": f"Invalid value: {value}: {detail}",
+                        "field": "spec.clusterIPs",
+                    }
+                ],
+            )
 
     def _free_cluster_ip(self) -> str:
         used = {s.get("spec", {}).get("clusterIP") for s in self.store.list(("", "services"))}

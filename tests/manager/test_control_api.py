@@ -173,9 +173,8 @@ async def test_cluster_info_is_streamed_and_streamed_again_on_change(
                 first = await call.recv_message()
                 assert first is not None
                 assert list(first.pod_subnets) == [subnet("10.244.0.0/23")]
-                # The sandbox accepts any ClusterIP, so the range is derived from the known
-                # ClusterIPs (kube-dns's here): its /16.
-                assert first.service_subnet == subnet("10.96.0.0/16")
+                # From the API server's refusal of a ClusterIP outside its range (dry run).
+                assert first.service_subnet == subnet("10.96.0.0/12")
                 assert first.cluster_dns_ip == ipaddress.ip_address("10.96.0.10").packed
                 assert first.cluster_domain == "cluster.local."
                 assert first.manager_pod_ip == ipaddress.ip_address("127.0.0.1").packed

@@ -377,6 +377,25 @@ async def test_a_foreground_delete_still_lets_the_kubelet_stop_the_pod(
     assert raised.value.status == 404
 
 
+@pytest.mark.parametrize("dry_run", [None, "All"])
+async def test_a_cluster_ip_outside_the_range_is_refused_naming_it(
+    api: client.ApiClient, dry_run: str | None
+) -> None:
+    core = client.CoreV1Api(api)
+    body = manifest(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "probe"},
+            "spec": {"clusterIP": "1.1.1.1", "ports": [{"port": 80}]},
+        }
+    )
+    with pytest.raises(ApiException) as raised:
+        await core.create_namespaced_service("default", body, dry_run=dry_run)
+    assert raised.value.status == 422
+    assert "The range of valid IPs is 10.96.0.0/12" in status_of(raised.value)["message"]
+
+
 async def test_label_selector_list_and_field_selector(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     for name, tier in [("a", "front"), ("b", "back"), ("c", "front")]:
