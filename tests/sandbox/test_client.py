@@ -391,7 +391,8 @@ async def test_a_cluster_ip_outside_the_range_is_refused_naming_it(
         }
     )
     with pytest.raises(ApiException) as raised:
-        await core.create_namespaced_service("default", body, dry_run=dry_run)
+        options = {"dry_run": dry_run} if dry_run else {}
+        await core.create_namespaced_service("default", body, **options)
     assert raised.value.status == 422
     assert "The range of valid IPs is 10.96.0.0/12" in status_of(raised.value)["message"]
 
