@@ -390,11 +390,13 @@ async def test_a_cluster_ip_outside_the_range_is_refused_naming_it(
             "spec": {"clusterIP": "1.1.1.1", "ports": [{"port": 80}]},
         }
     )
+    create = (
+        core.create_namespaced_service("default", body, dry_run=dry_run)
+        if dry_run
+        else core.create_namespaced_service("default", body)
+    )
     with pytest.raises(ApiException) as raised:
-        if dry_run:
-            await core.create_namespaced_service("default", body, dry_run=dry_run)
-        else:
-            await core.create_namespaced_service("default", body)
+        await create
     assert raised.value.status == 422
     assert "The range of valid IPs is 10.96.0.0/12" in status_of(raised.value)["message"]
 
