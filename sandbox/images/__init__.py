@@ -97,6 +97,16 @@ class Program:
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The image's own files: host paths the program needs, kept visible in the container
+    #: even under a volume mounted over one of their parents (an emptyDir at ``/tmp`` over a
+    #: checkout kept in ``/tmp``).
+    files: tuple[Path, ...] = ()
+
+
+#: What the Python images run from: this checkout, its virtual environment, the interpreter.
+PYTHON_FILES = tuple(
+    dict.fromkeys(Path(p).resolve() for p in (CHECKOUT, sys.prefix, sys.base_prefix))
+)
 
 
 #: An image: how it turns a container into a program.
@@ -142,7 +152,7 @@ def echo(protocol: str) -> Image:
         argv = [sys.executable, "-m", "sandbox.images.echo", protocol]
         argv += ["--port", str(ECHO_PORTS[protocol])]
         argv += ["--pod", container.pod, "--namespace", container.namespace, *container.args]
-        return Program(tuple(argv), PYTHON_ENV)
+        return Program(tuple(argv), PYTHON_ENV, PYTHON_FILES)
 
     return program
 
@@ -160,8 +170,8 @@ def telepresence(container: Container) -> Program:
     traffic-manager (the image's default), from this checkout."""
     args = container.args
     if args and args[0] == "agent":
-        return Program((sys.executable, "-m", "agent", *args[1:]), PYTHON_ENV)
-    return Program((sys.executable, "-m", "manager", *args), PYTHON_ENV)
+        return Program((sys.executable, "-m", "agent", *args[1:]), PYTHON_ENV, PYTHON_FILES)
+    return Program((sys.executable, "-m", "manager", *args), PYTHON_ENV, PYTHON_FILES)
 
 
 class ImageMap:

@@ -39,14 +39,13 @@ from sandbox import images
 from sandbox.node import env
 from sandbox.node.containers import ContainerProcess, go_duration, launcher_argv
 from sandbox.node.probes import Prober, Target, run_handler
-from sandbox.node.volumes import VolumeError
+from sandbox.node.volumes import Mount, VolumeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from sandbox.node.containers import Container
     from sandbox.node.pods import PodWorker
-    from sandbox.node.volumes import Mount
 
 #: Upstream's minimumGracePeriodInSeconds: a pod deleted at once still gets this long, and
 #: SIGTERM gets it after a preStop hook that used the grace period up.
@@ -195,6 +194,13 @@ class ContainerSupervisor:
         worker = self.worker
         assert worker.network_path is not None
         assert worker.background is not None
+        # The image's files under a volume's mount point would be hidden: bind them back.
+        covered = [
+            path
+            for path in program.files
+            if any(path.is_relative_to(mount.destination) for mount in mounts)
+        ]
+        mounts = [*mounts, *(Mount(path, str(path), read_only=True) for path in covered)]
         stage = worker.directory / "stage" / f"{record.name}-{record.instances}"
         shutil.rmtree(stage, ignore_errors=True)
         argv = launcher_argv(

@@ -325,6 +325,30 @@ async def test_echo_pod_runs_with_an_address_and_answers(
     assert {"Pulled", "Created", "Started"} <= reasons
 
 
+async def test_a_volume_over_the_checkouts_parent_hides_no_python_image(
+    cluster: Cluster, kubelet: Kubelet
+) -> None:
+    # The chart's emptyDir at /tmp, with this checkout in /tmp (as in a CI clone): the
+    # image's own files (checkout, virtual environment, interpreter) stay visible.
+    top = "/" + images.CHECKOUT.parts[1]
+    await cluster.create_pod(
+        "covered",
+        {
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "echo",
+                    "image": "sandbox/http-echo",
+                    "volumeMounts": [{"name": "scratch", "mountPath": top}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                }
+            ],
+        },
+    )
+    pod = await cluster.until(lambda: cluster.ready_pod("covered"))
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
 async def test_a_container_sees_its_environment_volumes_and_dns(
     cluster: Cluster, kubelet: Kubelet
 ) -> None:
