@@ -359,11 +359,5 @@ async def _open(target: Target) -> AsyncIterator[_Cluster]:
             )
     except (ConfigException, OSError) as error:
         raise ClusterUnreachable(f"cannot use the kubeconfig {paths or ''}: {error}") from error
-    api = k8s_client.ApiClient(configuration)
-    try:
+    async with k8s_client.ApiClient(configuration) as api:
         yield _Cluster(api)
-    finally:
-        # Shielded: a wait that ran out of time is a cancelled scope, in which an unshielded
-        # close would be cancelled at once and leave the connections open.
-        with anyio.CancelScope(shield=True):
-            await api.close()
