@@ -218,7 +218,7 @@ class DataPlane:
         except Exception:
             # A fault of the manager's costs this stream, never its connection or the manager.
             log.exception("%s: stream %s failed", session.label, stream.destination)
-            _refuse(stream, ResetReason.INTERNAL, "the traffic-manager failed on this stream")
+            relay.reset(stream, ResetReason.INTERNAL, "the traffic-manager failed on this stream")
 
     async def _relay(
         self, session: Session, stream: shell.MuxStream | shell.MuxDatagramStream
@@ -229,7 +229,7 @@ class DataPlane:
             target = await self._reach(udp, stream.destination)
         except relay.DialError as error:
             log.info("%s: %s: %s (%s)", session.label, what, error.message, error.reason.label)
-            _refuse(stream, error.reason, error.message)
+            relay.reset(stream, error.reason, error.message)
             return
         try:
             stream.accept()
@@ -287,16 +287,6 @@ class DataPlane:
 async def _end_with(session: Session, scope: anyio.CancelScope) -> None:
     await session.ended.wait()
     scope.cancel()
-
-
-def _refuse(
-    stream: shell.MuxStream | shell.MuxDatagramStream, reason: ResetReason, message: str
-) -> None:
-    # The client may have reset it first.
-    with contextlib.suppress(
-        LocalProtocolError, anyio.ClosedResourceError, anyio.BrokenResourceError
-    ):
-        stream.reset(reason, message)
 
 
 def _peer(stream: anyio.abc.SocketStream) -> str:

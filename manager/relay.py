@@ -179,7 +179,7 @@ async def relay_tcp(stream: shell.MuxStream, target: anyio.abc.ByteStream) -> No
     finally:
         with anyio.CancelScope(shield=True):
             if broken and not any(_from_client(error) for error in broken):
-                _reset(stream, ResetReason.CANCELLED, "the destination reset the connection")
+                reset(stream, ResetReason.CANCELLED, "the destination reset the connection")
             elif not finished:
                 # The client's reset, or the end of its session or connection: a TCP RST.
                 _abort(target)
@@ -230,14 +230,14 @@ async def relay_udp(
         finally:
             with anyio.CancelScope(shield=True):
                 if refused:
-                    _reset(stream, ResetReason.REFUSED, f"{what}: port unreachable")
+                    reset(stream, ResetReason.REFUSED, f"{what}: port unreachable")
                 await stream.aclose()
                 await target.aclose()
     if idle.cancelled_caught:
         log.debug("%s: no datagram for %g s, closed", what, idle_timeout)
 
 
-def _reset(
+def reset(
     stream: shell.MuxStream | shell.MuxDatagramStream, reason: ResetReason, message: str
 ) -> None:
     """Reset a client's stream, unless it has ended already."""
