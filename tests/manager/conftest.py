@@ -15,7 +15,6 @@ import anyio
 import pytest
 
 from manager import kube
-from sandbox.apiserver.run import Running, serve
 from sandbox.dns import StoreView
 from sandbox.dns import serve as serve_dns
 from telepresence.wire import tls
@@ -24,7 +23,8 @@ from .harness import Cluster
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
+
+    from sandbox.apiserver.run import Running
 
 
 @pytest.fixture
@@ -41,16 +41,6 @@ def ca() -> tls.Identity:
 @pytest.fixture(scope="session")
 def manager_identity(ca: tls.Identity) -> tls.Identity:
     return tls.issue_manager_certificate(ca, namespace="ambassador")
-
-
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[Running]:
-    async with anyio.create_task_group() as tasks:
-        running: Running = await tasks.start(
-            lambda task_status: serve(tmp_path / "cluster", port=0, task_status=task_status)
-        )
-        yield running
-        tasks.cancel_scope.cancel()
 
 
 @pytest.fixture

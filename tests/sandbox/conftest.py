@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from sandbox.apiserver.run import Running, serve
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from sandbox.apiserver.run import Running
 
 
 @pytest.fixture
@@ -24,16 +23,6 @@ def anyio_backend() -> str:
     # The API server is an aiohttp application, and its clients (kubernetes-asyncio, helm-sdkpy)
     # run on asyncio only.
     return "asyncio"
-
-
-@pytest.fixture
-async def apiserver(tmp_path: Path) -> AsyncIterator[Running]:
-    async with anyio.create_task_group() as tasks:
-        running: Running = await tasks.start(
-            lambda task_status: serve(tmp_path / "cluster", port=0, task_status=task_status)
-        )
-        yield running
-        tasks.cancel_scope.cancel()
 
 
 @dataclass
