@@ -28,7 +28,7 @@ from pyroute2 import AsyncIPRoute
 
 from sandbox.cluster import addresses
 from sandbox.node import netns
-from sandbox.node.podnet import BRIDGE
+from sandbox.node.podnet import BRIDGE, veth_into
 
 log = logging.getLogger("sandbox.network")
 
@@ -113,23 +113,12 @@ async def build(network: Network) -> None:
         for node in network.nodes:
             netns.create(node.namespace)
             port = f"n{node.index}"
-            await fabric.link(
-                "add",
-                ifname=port,
-                kind="veth",
-                peer={"ifname": "eth0", "net_ns_fd": node.namespace},
-            )
-            (index,) = await fabric.link_lookup(ifname=port)
+            index = await veth_into(fabric, port, node.namespace)
             await fabric.link("set", index=index, master=bridge, state="up")
             await fabric.route("add", dst=node.pod_cidr, gateway=node.ip)
         netns.create(network.workstation)
-        await fabric.link(
-            "add",
-            ifname=WORKSTATION_LINK,
-            kind="veth",
-            peer={"ifname": "eth0", "net_ns_fd": network.workstation},
-        )
-        ws_link = await _up(fabric, WORKSTATION_LINK)
+        ws_link = await veth_into(fabric, WORKSTATION_LINK, network.workstation)
+        await fabric.link("set", index=ws_link, state="up")
         await fabric.addr(
             "add",
             index=ws_link,

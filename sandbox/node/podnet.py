@@ -30,6 +30,16 @@ class PodAddress:
     ip: str
 
 
+async def veth_into(ipr: AsyncIPRoute, ifname: str, namespace: str) -> int:
+    """Add a veth pair: ``ifname`` on ``ipr``'s side, ``eth0`` inside ``namespace``; returns
+    ``ifname``'s index. How each namespace of the sandbox is wired to the one above it."""
+    await ipr.link(
+        "add", ifname=ifname, kind="veth", peer={"ifname": "eth0", "net_ns_fd": namespace}
+    )
+    (index,) = await ipr.link_lookup(ifname=ifname)
+    return int(index)
+
+
 class AddressesExhausted(Exception):
     """The node's pod CIDR has no free address left."""
 
@@ -64,11 +74,8 @@ class PodNetwork:
         try:
             netns.create(name)
             async with AsyncIPRoute(netns=self.node_namespace) as node:
-                await node.link(
-                    "add", ifname=host_side, kind="veth", peer={"ifname": "eth0", "net_ns_fd": name}
-                )
+                port = await veth_into(node, host_side, name)
                 (bridge,) = await node.link_lookup(ifname=BRIDGE)
-                (port,) = await node.link_lookup(ifname=host_side)
                 await node.link("set", index=port, master=bridge, state="up")
             async with AsyncIPRoute(netns=name) as pod:
                 (lo,) = await pod.link_lookup(ifname="lo")
