@@ -10,7 +10,6 @@ with ``kill -9`` is cleaned up as well; ``up`` does the same before it starts.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -18,7 +17,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +180,9 @@ def status(directory: Path) -> dict[str, Any]:
         "uptime_seconds": round(time.time() - state.started),
     }
     try:
-        nodes = _get(directory / HOST_KUBECONFIG, "/api/v1/nodes")
-        pods = _get(directory / HOST_KUBECONFIG, "/api/v1/pods")
+        get = _admin_reader(directory)
+        nodes = get("/api/v1/nodes")
+        pods = get("/api/v1/pods")
     except OSError as error:
         report["error"] = f"the API server does not answer: {error}"
         return report
@@ -202,32 +201,29 @@ def status(directory: Path) -> dict[str, Any]:
     return report
 
 
-def _get(kubeconfig: Path, path: str) -> dict[str, Any]:
-    """GET ``path`` with the kubeconfig's admin certificate (standard library only)."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    user = config["users"][0]["user"]
-    context = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-    )
-    with tempfile.TemporaryDirectory() as scratch:
-        cert, key = Path(scratch, "c.pem"), Path(scratch, "k.pem")
-        cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
-        key.write_bytes(base64.b64decode(user["client-key-data"]))
-        context.load_cert_chain(cert, key)
-    host_port = cluster["server"].removeprefix("https://")
-    host, port = host_port.rsplit(":", 1)
-    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise OSError(f"GET {path}: {response.status}")
-    result: dict[str, Any] = json.loads(body)
-    return result
+def _admin_reader(directory: Path) -> Callable[[str], dict[str, Any]]:
+    """GETs as the sandbox admin to the API server's loopback listener (standard library
+    only): its address from the host kubeconfig, the credentials from ``DIR/pki``."""
+    config = yaml.safe_load((directory / HOST_KUBECONFIG).read_text())
+    host, port = config["clusters"][0]["cluster"]["server"].removeprefix("https://").rsplit(":", 1)
+    pki = directory / "pki"
+    context = ssl.create_default_context(cafile=pki / "ca.crt")
+    context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+
+    def get(path: str) -> dict[str, Any]:
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise OSError(f"GET {path}: {response.status}")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    return get
 
 
 def workstation_argv(directory: Path, command: list[str]) -> tuple[list[str], dict[str, str]]:
