@@ -1,0 +1,379 @@
+"""Which cluster and namespace a command works on, and the waits that watch it there.
+
+This is the one module of ``telepresence.helm`` that imports kubernetes-asyncio. Helm applies
+the release; what the user then waits for is the traffic-manager's Deployment rolling out, as
+``kubectl rollout status`` reports it (the spec's generation observed, every replica updated,
+no old replica left, every updated replica available), and on uninstall for its pods to be
+gone. While waiting, each change of the Deployment or of its pods produces one line of
+progress naming what the pods are doing (``ContainerCreating``, ``ImagePullBackOff: ...``,
+running but not ready), which is also what a timeout reports.
+
+Changes are noticed with watches (of the one Deployment, and of the pods its selector picks)
+rather than by polling: after each change both are read again, so the watches are only wake-up
+calls, and a watch that ends or expires (``410 Gone``) simply leads to the next read. The waits
+take no timeout: the caller wraps them in a cancel scope.
+
+Objects are read as plain JSON dictionaries (``_preload_content=False``): a few status fields
+are all that is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import anyio
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from telepresence.helm.errors import ClusterUnreachable, HelmFailed
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+__all__ = [
+    "DEFAULT_MANAGER_NAMESPACE",
+    "Target",
+    "describe_pods",
+    "label_selector",
+    "rollout_state",
+    "wait_for_pods_gone",
+    "wait_for_rollout",
+]
+
+type Object = dict[str, Any]
+type Progress = Callable[[str], None]
+
+#: The manager namespace unless told otherwise, as in the reference.
+DEFAULT_MANAGER_NAMESPACE = "ambassador"
+#: Seconds a watch stays open before it is renewed (a renewal is one more read).
+WATCH_SECONDS = 30
+_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+_WATCH_TIMEOUT = aiohttp.ClientTimeout(sock_connect=30, sock_read=WATCH_SECONDS + 30)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the traffic-manager is (to be) installed.
+
+    Attributes:
+        namespace: The manager namespace, which is also the Helm release's namespace.
+        kubeconfig: A kubeconfig file; None means ``KUBECONFIG``, else ``~/.kube/config``
+            (or, inside a pod, its service account).
+        context: A context of the kubeconfig; None means its current context.
+    """
+
+    namespace: str = DEFAULT_MANAGER_NAMESPACE
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    def kubeconfig_paths(self) -> str | None:
+        """The kubeconfig file(s) as kubectl would pick them (``:``-separated), or None when
+        there is none (in a pod)."""
+        if self.kubeconfig:
+            return self.kubeconfig
+        from_environment = os.environ.get("KUBECONFIG", "")
+        if from_environment.strip(os.pathsep):
+            return from_environment
+        default = Path.home() / ".kube" / "config"
+        return str(default) if default.exists() else None
+
+    def helm_kubeconfig(self) -> str | None:
+        """The kubeconfig to hand to Helm. Helm's Go runtime read its environment when the
+        library was loaded, so a single file is always passed explicitly (``KUBECONFIG`` may
+        have changed since, as in tests); a list is left to Helm, which merges it itself."""
+        paths = self.kubeconfig_paths()
+        if paths is None or os.pathsep in paths.strip(os.pathsep):
+            return None
+        return paths.strip(os.pathsep)
+
+
+# -- what a rollout looks like ---------------------------------------------------------------
+
+
+def rollout_state(deployment: Object) -> tuple[bool, str]:
+    """Whether a Deployment has rolled out, and if not what it waits for (the conditions of
+    ``kubectl rollout status``)."""
+    metadata = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    if int(metadata.get("generation") or 0) > int(status.get("observedGeneration") or 0):
+        return False, "the Deployment's new spec is not picked up yet"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and (
+            condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return False, "the Deployment exceeded its progress deadline"
+    wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    replicas = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if updated < wanted:
+        return False, f"{updated} of {wanted} pods updated"
+    if replicas > updated:
+        old = replicas - updated
+        return False, f"{old} old {'pod' if old == 1 else 'pods'} not replaced yet"
+    if available < updated:
+        return False, f"{available} of {updated} pods available"
+    return True, "ready"
+
+
+def describe_pods(pods: list[Object]) -> str:
+    """What the pods are doing, one ``pod NAME: state`` clause each, newest first."""
+    if not pods:
+        return "no pod yet"
+    ordered = sorted(
+        pods,
+        key=lambda pod: (pod.get("metadata") or {}).get("creationTimestamp") or "",
+        reverse=True,
+    )
+    return "; ".join(
+        f"pod {(pod.get('metadata') or {}).get('name', '?')}: {_pod_state(pod)}" for pod in ordered
+    )
+
+
+def _pod_state(pod: Object) -> str:
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if metadata.get("deletionTimestamp"):
+        return "terminating"
+    containers = status.get("containerStatuses") or []
+    for container in [*(status.get("initContainerStatuses") or []), *containers]:
+        state = container.get("state") or {}
+        waiting = state.get("waiting")
+        if waiting and waiting.get("reason") not in (None, "", "PodInitializing"):
+            message = _one_line(waiting.get("message") or "")
+            return f"{waiting['reason']}: {message}" if message else str(waiting["reason"])
+        terminated = state.get("terminated")
+        if terminated and terminated.get("reason") != "Completed":
+            reason = terminated.get("reason") or "terminated"
+            return f"{reason} (exit code {terminated.get('exitCode', '?')})"
+    phase = status.get("phase") or "Pending"
+    if phase == "Pending":
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                reason = condition.get("reason") or "not scheduled"
+                message = _one_line(condition.get("message") or "")
+                return f"{reason}: {message}" if message else str(reason)
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return "waiting to be scheduled"
+        return "starting"
+    if phase == "Running":
+        if containers and all(container.get("ready") for container in containers):
+            return "ready"
+        restarts = sum(int(container.get("restartCount") or 0) for container in containers)
+        return "running, not ready yet" + (f" ({restarts} restarts)" if restarts else "")
+    return str(phase)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# -- the waits -------------------------------------------------------------------------------
+
+
+async def wait_for_rollout(target: Target, name: str, progress: Progress) -> None:
+    """Return once the Deployment ``name`` in the target namespace has rolled out, reporting
+    each new state; runs until cancelled otherwise.
+
+    Raises:
+        ClusterUnreachable: The API server cannot be reached.
+        HelmFailed: The Deployment disappeared, or the API server refused to show it.
+    """
+    async with _open(target) as cluster:
+        deployment_path = f"/apis/apps/v1/namespaces/{target.namespace}/deployments"
+        pods_path = f"/api/v1/namespaces/{target.namespace}/pods"
+        last = ""
+        while True:
+            deployment = await cluster.get(f"{deployment_path}/{name}")
+            if deployment is None:
+                raise HelmFailed(
+                    f"the Deployment {name} in namespace {target.namespace} was deleted while "
+                    "waiting for it"
+                )
+            selector = label_selector(deployment)
+            pods, pods_version = await cluster.collection(pods_path, label_selector=selector)
+            done, state = rollout_state(deployment)
+            if done:
+                return
+            line = f"Waiting for the traffic-manager: {state}; {describe_pods(pods)}"
+            if line != last:
+                progress(line)
+                last = line
+            await cluster.next_change(
+                _Watch(
+                    deployment_path,
+                    str(deployment["metadata"]["resourceVersion"]),
+                    field_selector=f"metadata.name={name}",
+                ),
+                _Watch(pods_path, pods_version, label_selector=selector),
+            )
+
+
+async def wait_for_pods_gone(target: Target, label_selector: str, progress: Progress) -> None:
+    """Return once no pod in the target namespace matches ``label_selector``, reporting the
+    ones still there; runs until cancelled otherwise."""
+    async with _open(target) as cluster:
+        pods_path = f"/api/v1/namespaces/{target.namespace}/pods"
+        last = ""
+        while True:
+            pods, version = await cluster.collection(pods_path, label_selector=label_selector)
+            if not pods:
+                return
+            line = f"Waiting for the traffic-manager to stop: {describe_pods(pods)}"
+            if line != last:
+                progress(line)
+                last = line
+            await cluster.next_change(_Watch(pods_path, version, label_selector=label_selector))
+
+
+def label_selector(deployment: Object) -> str:
+    """A Deployment's pod selector (its ``matchLabels``) as a label selector string."""
+    labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+# -- the API server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    """A watch to start: a collection, the version to start after, and its selectors."""
+
+    path: str
+    version: str
+    field_selector: str = ""
+    label_selector: str = ""
+
+
+class _Cluster:
+    """The three requests the waits make, as JSON, with errors translated."""
+
+    def __init__(self, api: k8s_client.ApiClient) -> None:
+        self._api = api
+
+    async def get(self, path: str) -> Object | None:
+        """An object, or None when there is none."""
+        status, body = await self._json(path, [])
+        if status == 404:
+            return None
+        return _checked(status, body, path)
+
+    async def collection(self, path: str, *, label_selector: str) -> tuple[list[Object], str]:
+        """The objects of a collection, and the resource version to watch from."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        status, body = await self._json(path, query)
+        listed = _checked(status, body, path)
+        return list(listed.get("items") or []), str(
+            (listed.get("metadata") or {}).get("resourceVersion") or ""
+        )
+
+    async def next_change(self, *watches: _Watch) -> None:
+        """Return at the first event of any of ``watches``, or as soon as one of them ends or
+        fails (the caller reads the objects again either way)."""
+        async with anyio.create_task_group() as tasks:
+
+            async def watch(spec: _Watch) -> None:
+                query = [
+                    ("watch", "true"),
+                    ("resourceVersion", spec.version),
+                    ("timeoutSeconds", str(WATCH_SECONDS)),
+                ]
+                if spec.field_selector:
+                    query.append(("fieldSelector", spec.field_selector))
+                if spec.label_selector:
+                    query.append(("labelSelector", spec.label_selector))
+                response = await self._send(spec.path, query, _WATCH_TIMEOUT)
+                try:
+                    # The first bytes of an event, of an error (410 Gone: the version is too
+                    # old), or the end of the watch: each means "read again".
+                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                        await response.content.readany()
+                finally:
+                    _abandon(response)
+                tasks.cancel_scope.cancel()
+
+            for spec in watches:
+                tasks.start_soon(watch, spec, name=f"watch {spec.path}")
+
+    async def _json(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
+        response = await self._send(path, query, _REQUEST_TIMEOUT)
+        try:
+            return response.status, await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ClusterUnreachable(f"the API server's answer broke off: {error}") from error
+        finally:
+            response.release()
+
+    async def _send(
+        self, path: str, query: list[tuple[str, str]], deadline: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        try:
+            response: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=deadline,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ClusterUnreachable(
+                f"cannot reach the cluster's API server: {error or type(error).__name__}"
+            ) from error
+        return response
+
+
+def _abandon(response: aiohttp.ClientResponse) -> None:
+    """Drop a watch's connection at once. Closing it politely would send TLS close_notify and
+    keep the socket until the API server answers, which it may never get to do before the
+    event loop is gone; Python < 3.12.8 then never closes that socket (CPython gh-118960)."""
+    connection = response.connection
+    if connection is not None and connection.transport is not None:
+        connection.transport.abort()
+    response.close()
+
+
+def _checked(status: int, body: bytes, path: str) -> Object:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if status >= 400 or not isinstance(parsed, dict):
+        message = parsed.get("message") if isinstance(parsed, dict) else None
+        raise HelmFailed(f"the API server refused to read {path}: {message or status}")
+    return parsed
+
+
+@contextlib.asynccontextmanager
+async def _open(target: Target) -> AsyncIterator[_Cluster]:
+    configuration = k8s_client.Configuration()
+    paths = target.kubeconfig_paths()
+    try:
+        if paths is None:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await k8s_config.load_kube_config(
+                config_file=paths,
+                context=target.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError) as error:
+        raise ClusterUnreachable(f"cannot use the kubeconfig {paths or ''}: {error}") from error
+    api = k8s_client.ApiClient(configuration)
+    try:
+        yield _Cluster(api)
+    finally:
+        # Shielded: a wait that ran out of time is a cancelled scope, in which an unshielded
+        # close would be cancelled at once and leave the connections open.
+        with anyio.CancelScope(shield=True):
+            await api.close()
