@@ -322,8 +322,7 @@ class APIServer:
         if sub == "finalize":
             sub = ""  # a Namespace's spec.finalizers, written through an update
         if verb in ("list", "watch", "deletecollection") and not name:
-            if resource.namespaced and namespace:
-                self.objects.require_namespace(resource, namespace, create=False)
+            # As kube-apiserver: a collection in a namespace that does not exist is empty.
             if verb == "watch":
                 return await self._watch(request, resource, namespace, "")
             if verb == "list":

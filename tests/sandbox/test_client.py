@@ -415,6 +415,19 @@ async def test_label_selector_list_and_field_selector(api: client.ApiClient) -> 
     assert raised.value.status == 400
 
 
+async def test_a_collection_in_a_namespace_that_does_not_exist_is_empty(
+    api: client.ApiClient,
+) -> None:
+    # As kube-apiserver answers: a list, not a 404 (clients look for a manager pod this way).
+    core = client.CoreV1Api(api)
+    listed = await core.list_namespaced_pod("ghost")
+    assert listed.items == []
+    assert listed.metadata.resource_version
+    with pytest.raises(ApiException) as raised:
+        await core.read_namespaced_pod("web", "ghost")
+    assert raised.value.status == 404
+
+
 async def test_paged_list_with_limit_and_continue(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     for n in range(7):
