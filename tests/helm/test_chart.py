@@ -603,6 +603,9 @@ async def test_static_selection_gives_role_pairs_in_exactly_those_namespaces(
     assert await allowed(cluster, MANAGER, "list", "nodes")
     assert await allowed(cluster, MANAGER, "watch", "configmaps", MANAGER_NAMESPACE)
     assert not await allowed(cluster, MANAGER, "get", "configmaps", "dev")
+    # The service-range probe: a dry-run create in its own namespace, nowhere else.
+    assert await allowed(cluster, MANAGER, "create", "services", MANAGER_NAMESPACE)
+    assert not await allowed(cluster, MANAGER, "create", "services", "dev")
 
 
 async def test_dynamic_selection_gives_cluster_roles(cluster: Cluster) -> None:
