@@ -41,7 +41,7 @@ from manager import health
 from manager.auth import Authenticator
 from manager.changes import Signal
 from manager.cluster_info import ClusterInfo, Endpoints, NodeSubnets
-from manager.dataplane import ALPN, DataPlane
+from manager.dataplane import DataPlane
 from manager.dns import AresResolver, ClusterDNS, Resolver
 from manager.inventory import Inventory
 from manager.policy import DestinationPolicy, ScopePolicy
@@ -76,6 +76,8 @@ class Collaborators:
         clock: Monotonic seconds for session expiry.
         resolv_conf: The pod's resolv.conf (search path, nameserver, cluster domain).
         identity: The data plane's TLS identity (default: ``TLS_DIR``'s tls.crt and tls.key).
+        ca_certificate: The PEM of the CA that issued it, handed to clients in the cluster
+            info (default: ``TLS_DIR``'s ca.crt).
         udp_idle_timeout: Seconds a silent UDP flow lives.
     """
 
@@ -85,6 +87,7 @@ class Collaborators:
     clock: Callable[[], float] = time.monotonic
     resolv_conf: Path = RESOLV_CONF
     identity: tls.Identity | None = None
+    ca_certificate: bytes | None = None
     udp_idle_timeout: float = UDP_IDLE_TIMEOUT
 
 
@@ -118,14 +121,27 @@ class Running:
 
 
 def load_identity(tls_dir: Path) -> tls.Identity:
-    """The serving identity the chart mounts (``tls.crt`` and ``tls.key``; ``ca.crt`` is for
-    the agents' mutual TLS, with intercepts).
+    """The serving identity the chart mounts (``tls.crt`` and ``tls.key``).
 
     Raises:
         tls.TLSMaterialError: The files are malformed, mismatched or expired (named).
         OSError: A file cannot be read.
     """
     return tls.Identity.load(tls_dir / "tls.crt", tls_dir / "tls.key")
+
+
+def load_ca(tls_dir: Path) -> bytes:
+    """The CA certificate the chart mounts (``ca.crt``), as PEM: clients get it with the cluster
+    info to verify the data plane (and agents will, for mutual TLS).
+
+    Raises:
+        tls.TLSMaterialError: The file holds no valid certificate (named).
+        OSError: It cannot be read.
+    """
+    path = tls_dir / "ca.crt"
+    pem = path.read_bytes()
+    tls.certificates_from_pem(pem, source=str(path))
+    return pem
 
 
 async def run(
@@ -139,7 +155,8 @@ async def run(
     """Run the traffic-manager until its graceful shutdown is over (see the module
     docstring)."""
     extras = collaborators or Collaborators()
-    ssl_context = tls.server_context(extras.identity or load_identity(settings.tls_dir), alpn=ALPN)
+    ssl_context = tls.server_context(extras.identity or load_identity(settings.tls_dir), alpn=tls.MUX_ALPN)
+    ca_certificate = extras.ca_certificate or load_ca(settings.tls_dir)
     resolv = ResolvConf.load(extras.resolv_conf)
     sessions = SessionRegistry(client_ttl=config.client.connection_ttl, clock=extras.clock)
     stopping = anyio.Event()
@@ -163,7 +180,7 @@ async def run(
                 resources.push_async_callback(owned.aclose)
                 resolver = owned
             endpoints = Endpoints(
-                settings.pod_ip, api_socket.getsockname()[1], _port(data_listener)
+                settings.pod_ip, api_socket.getsockname()[1], _port(data_listener), ca_certificate
             )
 
             async with anyio.create_task_group() as tasks:

@@ -70,6 +70,7 @@ class ClusterFacts:
     manager_pod_ip: IPAddress | None
     api_port: int
     mux_port: int
+    mux_ca: bytes
 
     def describe(self) -> str:
         pods = ", ".join(map(str, self.pod_subnets)) or "none"
@@ -81,11 +82,13 @@ class ClusterFacts:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where this manager is reached: its pod's address and its listeners' ports."""
+    """Where this manager is reached: its pod's address, its listeners' ports, and the CA
+    certificate (PEM) that clients verify the data plane's TLS against."""
 
     pod_ip: IPAddress | None
     api_port: int
     mux_port: int
+    mux_ca: bytes
 
 
 class NodeSubnets:
@@ -212,6 +215,7 @@ class ClusterInfo:
             manager_pod_ip=self._endpoints.pod_ip,
             api_port=self._endpoints.api_port,
             mux_port=self._endpoints.mux_port,
+            mux_ca=self._endpoints.mux_ca,
         )
 
     def _kube_dns_ips(self) -> list[IPAddress]:

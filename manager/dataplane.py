@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The application protocol the data plane's TLS negotiates.
-ALPN = "tpmux/1"
 #: Seconds a new connection has for its TLS handshake, and again for its mux handshake.
 HANDSHAKE_TIMEOUT = 10.0
 

@@ -216,7 +216,9 @@ def cluster_info_message(facts: ClusterFacts) -> pb.ClusterInfo:
         cluster_domain=facts.domain,
         manager_pod_ip=facts.manager_pod_ip.packed if facts.manager_pod_ip else b"",
         manager_port=facts.api_port,
-        data_plane=pb.DataPlaneEndpoint(mux_port=facts.mux_port, mux_version=MUX_VERSION),
+        data_plane=pb.DataPlaneEndpoint(
+            mux_port=facts.mux_port, mux_version=MUX_VERSION, ca_certificate=facts.mux_ca
+        ),
     )
 
 

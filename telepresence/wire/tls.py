@@ -93,6 +93,8 @@ DEFAULT_CA_VALIDITY = dt.timedelta(days=3650)
 DEFAULT_LEAF_VALIDITY = dt.timedelta(days=365)
 DEFAULT_MANAGER_NAMESPACE = "ambassador"
 MANAGER_NAME = "traffic-manager"
+#: The application protocol (ALPN) of the data plane's TLS: the mux, version 1.
+MUX_ALPN = "tpmux/1"
 
 # Certificates start a little in the past: a laptop's clock and the cluster's rarely agree, and a
 # certificate that is "not valid yet" for a few seconds would break the first connect after install.

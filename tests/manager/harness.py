@@ -219,7 +219,7 @@ class ManagerClient:
         return await anyio.connect_tcp(
             "127.0.0.1",
             self.running.data_port,
-            ssl_context=tls.client_context(self.ca.certificate, alpn="tpmux/1"),
+            ssl_context=tls.client_context(self.ca.certificate, alpn=tls.MUX_ALPN),
             tls_hostname=f"traffic-manager.{MANAGER_NAMESPACE}",
             tls_standard_compatible=False,
         )
@@ -269,6 +269,7 @@ async def start_manager(
     resolv_conf.write_text(RESOLV_CONF)
     extras = collaborators or app.Collaborators()
     extras.identity = identity
+    extras.ca_certificate = ca.certificate_pem
     if extras.resolv_conf == app.RESOLV_CONF:
         extras.resolv_conf = resolv_conf
     settings = Settings(

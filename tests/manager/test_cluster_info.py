@@ -166,7 +166,7 @@ async def test_without_nodes_the_pods_addresses_give_the_subnets(cluster: Cluste
             inventory=inventory,
             nodes=None,
             resolv=ResolvConf.parse("nameserver 10.96.0.10\nsearch svc.k8s.internal\n"),
-            endpoints=Endpoints(None, 8081, 8082),
+            endpoints=Endpoints(None, 8081, 8082, b""),
             kubernetes_service_host="10.96.0.1",
             changed=changed,
         )

@@ -180,7 +180,9 @@ async def test_cluster_info_is_streamed_and_streamed_again_on_change(
                 assert first.manager_pod_ip == ipaddress.ip_address("127.0.0.1").packed
                 assert first.manager_port == manager.running.api_port
                 assert first.data_plane == pb.DataPlaneEndpoint(
-                    mux_port=manager.running.data_port, mux_version=MUX_VERSION
+                    mux_port=manager.running.data_port,
+                    mux_version=MUX_VERSION,
+                    ca_certificate=manager.ca.certificate_pem,
                 )
 
                 await cluster.create_node("node-5", "10.244.5.0/24")

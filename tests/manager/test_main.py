@@ -26,10 +26,14 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-def environment(cluster: Cluster, tmp_path: Path, identity: tls.Identity) -> dict[str, str]:
+def environment(
+    cluster: Cluster, tmp_path: Path, identity: tls.Identity, ca: tls.Identity
+) -> dict[str, str]:
+    """The chart's environment, with the TLS Secret's three files (``TLS_DIR``)."""
     tls_dir = tmp_path / "tls"
     tls_dir.mkdir(exist_ok=True)
     identity.save(tls_dir / "tls.crt", tls_dir / "tls.key")
+    (tls_dir / "ca.crt").write_bytes(ca.certificate_pem)
     config_dir = tmp_path / "config"
     config_dir.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
@@ -54,9 +58,9 @@ async def readyz(port: int) -> bytes:
 
 
 async def test_serves_until_sigterm_then_exits_cleanly(
-    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity
+    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity, ca: tls.Identity
 ) -> None:
-    env = environment(cluster, tmp_path, manager_identity)
+    env = environment(cluster, tmp_path, manager_identity, ca)
     lines: list[str] = []
     async with await anyio.open_process(
         [sys.executable, "-m", "manager"], env=env, stderr=subprocess.PIPE
@@ -93,10 +97,11 @@ async def test_cannot_start_says_why_in_one_line(
     cluster: Cluster,
     tmp_path: Path,
     manager_identity: tls.Identity,
+    ca: tls.Identity,
     change: dict[str, str],
     message: str,
 ) -> None:
-    env = environment(cluster, tmp_path, manager_identity) | change
+    env = environment(cluster, tmp_path, manager_identity, ca) | change
     with anyio.fail_after(30):
         result = await anyio.run_process([sys.executable, "-m", "manager"], env=env, check=False)
     stderr = result.stderr.decode()
@@ -107,14 +112,25 @@ async def test_cannot_start_says_why_in_one_line(
 
 
 async def test_a_bad_configuration_file_is_named(
-    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity
+    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity, ca: tls.Identity
 ) -> None:
-    env = environment(cluster, tmp_path, manager_identity)
+    env = environment(cluster, tmp_path, manager_identity, ca)
     (tmp_path / "config" / "namespaces.yaml").write_text("namespaces: staging\n")
     with anyio.fail_after(30):
         result = await anyio.run_process([sys.executable, "-m", "manager"], env=env, check=False)
     assert result.returncode == 1
     assert "namespaces.yaml: namespaces: expected a list of strings" in result.stderr.decode()
+
+
+async def test_a_bad_ca_certificate_is_named(
+    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity, ca: tls.Identity
+) -> None:
+    env = environment(cluster, tmp_path, manager_identity, ca)
+    (tmp_path / "tls" / "ca.crt").write_text("not a certificate\n")
+    with anyio.fail_after(30):
+        result = await anyio.run_process([sys.executable, "-m", "manager"], env=env, check=False)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'tls' / 'ca.crt'}: not a PEM certificate" in result.stderr.decode()
 
 
 async def test_arguments_are_refused() -> None:

@@ -112,12 +112,14 @@ class ClusterInfo(_message.Message):
     def __init__(self, pod_subnets: _Optional[_Iterable[_Union[IPNet, _Mapping]]] = ..., service_subnet: _Optional[_Union[IPNet, _Mapping]] = ..., cluster_dns_ip: _Optional[bytes] = ..., cluster_domain: _Optional[str] = ..., manager_pod_ip: _Optional[bytes] = ..., manager_port: _Optional[int] = ..., data_plane: _Optional[_Union[DataPlaneEndpoint, _Mapping]] = ...) -> None: ...
 
 class DataPlaneEndpoint(_message.Message):
-    __slots__ = ("mux_port", "mux_version")
+    __slots__ = ("mux_port", "mux_version", "ca_certificate")
     MUX_PORT_FIELD_NUMBER: _ClassVar[int]
     MUX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     mux_port: int
     mux_version: int
-    def __init__(self, mux_port: _Optional[int] = ..., mux_version: _Optional[int] = ...) -> None: ...
+    ca_certificate: bytes
+    def __init__(self, mux_port: _Optional[int] = ..., mux_version: _Optional[int] = ..., ca_certificate: _Optional[bytes] = ...) -> None: ...
 
 class ClientConfig(_message.Message):
     __slots__ = ("dns", "routing", "timeouts")
