@@ -49,6 +49,10 @@ def manager_pods(sandbox: Sandbox, namespace: str = "ambassador") -> list[dict[s
     return pods
 
 
+def logs(sandbox: Sandbox, pod: dict[str, Any]) -> str:
+    return sandbox.kubectl("logs", "-n", "ambassador", pod["metadata"]["name"])
+
+
 def is_ready(pod: dict[str, Any]) -> bool:
     conditions = pod["status"].get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -94,6 +98,7 @@ def test_install_upgrade_uninstall(sandbox: Sandbox) -> None:
     (container,) = pod["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["LOG_LEVEL"] == "info"
+    assert " DEBUG " not in logs(sandbox, pod)
 
     # The upgrade rolls the pod: the new one runs with the new level, the old one is gone.
     upgraded = telepresence(sandbox, "helm", "upgrade", "--set", "logLevel=debug")
@@ -105,6 +110,8 @@ def test_install_upgrade_uninstall(sandbox: Sandbox) -> None:
     (container,) = rolled["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["LOG_LEVEL"] == "debug"
+    # ...and the level is in effect: the new manager logs at debug level.
+    assert " DEBUG " in logs(sandbox, rolled)
 
     # Uninstall waits for the pod to be gone and leaves nothing of the release behind.
     removed = telepresence(sandbox, "helm", "uninstall")
