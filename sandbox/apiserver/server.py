@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import ssl
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
@@ -285,8 +286,6 @@ class APIServer:
         }.get(method)
         if verb is None or (verb in ("update", "patch") and not name):
             raise errors.method_not_allowed()
-        if sub in ("exec", "portforward", "attach") and method == "GET":
-            verb = "create"  # upgrades are authorized as create, as upstream (since 1.30: get too)
         attributes = Attributes(
             user=request.user,
             verb=verb,
@@ -303,6 +302,10 @@ class APIServer:
         if not resource.stored:
             return await self._review(request, resource, namespace)
         self._authorize(attributes, resource)
+        if sub in ("exec", "portforward", "attach") and method == "GET":
+            # A WebSocket upgrade is a GET, authorized as get; since 1.30 upstream also asks
+            # for create (AuthorizePodWebsocketUpgradeCreatePermission), as a POST would.
+            self._authorize(replace(attributes, verb="create"), resource)
         if sub in (
             "log",
             "exec",

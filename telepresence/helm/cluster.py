@@ -23,15 +23,13 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
+from telepresence import kube
 from telepresence.helm.errors import ClusterUnreachable, HelmFailed
 
 if TYPE_CHECKING:
@@ -76,13 +74,7 @@ class Target:
     def kubeconfig_paths(self) -> str | None:
         """The kubeconfig file(s) as kubectl would pick them (``:``-separated), or None when
         there is none (in a pod)."""
-        if self.kubeconfig:
-            return self.kubeconfig
-        from_environment = os.environ.get("KUBECONFIG", "")
-        if from_environment.strip(os.pathsep):
-            return from_environment
-        default = Path.home() / ".kube" / "config"
-        return str(default) if default.exists() else None
+        return kube.kubeconfig_paths(kube.KubeTarget(self.kubeconfig, self.context))
 
     def helm_kubeconfig(self) -> str | None:
         """The kubeconfig to hand to Helm. Helm's Go runtime read its environment when the
@@ -355,21 +347,11 @@ def _checked(status: int, body: bytes, path: str) -> Object:
 
 @contextlib.asynccontextmanager
 async def _open(target: Target) -> AsyncIterator[_Cluster]:
-    configuration = k8s_client.Configuration()
-    paths = target.kubeconfig_paths()
     try:
-        if paths is None:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await k8s_config.load_kube_config(
-                config_file=paths,
-                context=target.context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-    except (ConfigException, OSError) as error:
-        raise ClusterUnreachable(f"cannot use the kubeconfig {paths or ''}: {error}") from error
-    api = k8s_client.ApiClient(configuration)
+        loaded = await kube.load_config(kube.KubeTarget(target.kubeconfig, target.context))
+    except kube.ClusterUnreachable as error:
+        raise ClusterUnreachable(str(error)) from error
+    api = k8s_client.ApiClient(loaded.configuration)
     try:
         yield _Cluster(api)
     finally:

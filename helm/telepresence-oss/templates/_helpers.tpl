@@ -89,7 +89,7 @@ logs and port-forward to them.
   verbs: [get]
 - apiGroups: [""]
   resources: [pods/portforward]
-  verbs: [create]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch]

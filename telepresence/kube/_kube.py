@@ -1,0 +1,160 @@
+"""One cluster, as the kubeconfig's user: the client's Kubernetes adapter.
+
+:class:`Kube` owns kubernetes-asyncio's two clients for one loaded kubeconfig context: the
+plain ``ApiClient`` for requests, and the ``WsApiClient`` whose requests upgrade to
+WebSockets (port-forwards). Both are aiohttp sessions, so they run on asyncio only, and both
+are closed when :meth:`Kube.open` exits, shielded from cancellation.
+
+Objects are read as plain JSON dictionaries (``_preload_content=False``): a pod's name,
+conditions and ports are all that is needed, and building kubernetes-asyncio's models for
+every pod listed would cost more than the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+import anyio
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio.stream import WsApiClient
+
+from telepresence.kube._config import load_config
+from telepresence.kube._errors import ClusterUnreachable, KubeError
+from telepresence.kube._pods import named_ports, newest_ready_pod
+from telepresence.kube._portforward import open_port_forward
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from telepresence.kube._config import KubeTarget, LoadedConfig
+    from telepresence.kube._portforward import PortForwardStream
+
+__all__ = ["Kube"]
+
+#: The request timeout of reads; the caller's cancel scope usually ends a wait first.
+_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class Kube:
+    """One cluster, as the kubeconfig's user.
+
+    Get one with :meth:`open`; the constructor takes clients that :meth:`open` made.
+    """
+
+    def __init__(
+        self, config: LoadedConfig, api: k8s_client.ApiClient, ws_api: WsApiClient
+    ) -> None:
+        self._config = config
+        self._api = api
+        self._ws_api = ws_api
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, target: KubeTarget) -> AsyncIterator[Self]:
+        """Load the target's kubeconfig context (or, in a pod, the in-cluster configuration)
+        and keep the clients open until the block ends.
+
+        Raises:
+            ClusterUnreachable: The kubeconfig is missing or malformed, or names no such
+                context.
+        """
+        loaded = await load_config(target)
+        # Every port-forward holds a connection of its own for as long as it lasts: aiohttp's
+        # default limit of 100 connections would make the 101st wait without a word.
+        loaded.configuration.connection_pool_maxsize = 0  # no limit
+        async with contextlib.AsyncExitStack() as clients:
+            api = k8s_client.ApiClient(loaded.configuration)
+            clients.push_async_callback(_close, api)
+            ws_api = WsApiClient(loaded.configuration)
+            clients.push_async_callback(_close, ws_api)
+            yield cls(loaded, api, ws_api)
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The kubeconfig user's bearer token (a static token, an exec plugin's, or the
+        service account's as last read), or None when the user authenticates otherwise (a
+        client certificate, a password)."""
+        configuration = self._config.configuration
+        for key in ("BearerToken", "authorization"):  # the second in older kubernetes-asyncio
+            value = configuration.api_key.get(key)
+            if not value:
+                continue
+            prefix = configuration.api_key_prefix.get(key)
+            scheme, _, token = (f"{prefix} {value}" if prefix else str(value)).partition(" ")
+            if scheme.lower() != "bearer":
+                return None  # "Basic ...": a user name and password
+            return token.strip() or None
+        return None
+
+    @property
+    def namespace(self) -> str:
+        """The context's namespace; ``default`` when it names none."""
+        return self._config.namespace
+
+    async def ready_pod(
+        self, namespace: str, label_selector: str
+    ) -> tuple[str, dict[str, int]] | None:
+        """The newest Ready pod (not being deleted) that ``label_selector`` picks in
+        ``namespace``: its name and its containers' named ports ``{name: containerPort}``;
+        None when none is Ready.
+
+        Raises:
+            ClusterUnreachable: The API server cannot be reached.
+            KubeError: The API server refused to list the pods.
+        """
+        pods = await self._list(
+            f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", label_selector)]
+        )
+        pod = newest_ready_pod(pods)
+        if pod is None:
+            return None
+        return str(pod["metadata"]["name"]), named_ports(pod)
+
+    async def port_forward(self, namespace: str, pod: str, port: int) -> PortForwardStream:
+        """A connection to ``port`` of pod ``namespace/pod`` through the API server.
+
+        Raises:
+            PortForwardError: The API server refused (the user may not port-forward there,
+                there is no such pod).
+            ClusterUnreachable: The API server cannot be reached.
+        """
+        return await open_port_forward(self._ws_api, namespace, pod, port)
+
+    async def _list(self, path: str, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The items of a collection."""
+        try:
+            response: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=_REQUEST_TIMEOUT,
+            )
+            try:
+                status, body = response.status, await response.read()
+            finally:
+                response.release()
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ClusterUnreachable(
+                f"cannot reach the cluster's API server: {error or type(error).__name__}"
+            ) from error
+        try:
+            listed = json.loads(body)
+        except ValueError:
+            listed = None
+        if status >= 400 or not isinstance(listed, dict):
+            message = listed.get("message") if isinstance(listed, dict) else None
+            raise KubeError(f"the API server refused to list {path}: {message or status}")
+        return list(listed.get("items") or [])
+
+
+async def _close(client: k8s_client.ApiClient) -> None:
+    # Shielded: a caller whose time ran out is a cancelled scope, in which an unshielded
+    # close would be cancelled at once and leave the connections open.
+    with anyio.CancelScope(shield=True):
+        await client.close()
