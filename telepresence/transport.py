@@ -1,0 +1,145 @@
+"""How the client reaches the traffic-manager's pod: the pluggable transports.
+
+A transport gives a session two things: a gRPC channel to the manager's control API, and a
+byte stream to any other port of the manager's pod (the data plane's). Both are open while
+the transport's block runs.
+
+- :func:`port_forward` (``--transport portforward``, the default): the Kubernetes
+  ``pods/portforward`` subresource to a Ready traffic-manager pod, through the API server,
+  which authenticates and encrypts it. gRPC dials a unix socket in a private temporary
+  directory that forwards each connection, as ``kubectl port-forward`` does.
+- :func:`direct` (``--transport direct``): TCP to an address of the manager's pod (its pod IP
+  from inside the cluster, a NodePort, a load balancer), for CI runners that can reach it.
+  The data plane is TLS either way; the control API is plain HTTP/2, which is fine inside a
+  port-forward but not on an open network: until it has TLS of its own, use ``direct`` only
+  where the path to the pod is private (inside the cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import anyio.abc
+from grpclib.client import Channel
+
+from telepresence.kube import Kube, serve_port_forward
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = [
+    "DEFAULT_API_PORT",
+    "MANAGER_SELECTOR",
+    "ManagerNotFound",
+    "Transport",
+    "TransportError",
+    "direct",
+    "port_forward",
+]
+
+#: The traffic-manager pod's labels, as the chart's selector sets them.
+MANAGER_SELECTOR = "app=traffic-manager,telepresence=manager"
+#: The manager container's control API port: its name in the pod spec, and the chart's default.
+API_PORT_NAME, DEFAULT_API_PORT = "api", 8081
+
+
+class TransportError(Exception):
+    """The way to the traffic-manager cannot be opened; ``str()`` says why and what to do."""
+
+
+class ManagerNotFound(TransportError):
+    """No Ready traffic-manager pod in the manager namespace."""
+
+
+class Transport(Protocol):
+    """An open way to the traffic-manager's pod."""
+
+    @property
+    def manager_namespace(self) -> str:
+        """Where the traffic-manager runs."""
+        ...
+
+    @property
+    def manager_pod(self) -> str:
+        """The pod's name, or the address dialled (for messages)."""
+        ...
+
+    @property
+    def channel(self) -> Channel:
+        """A gRPC channel to the control API."""
+        ...
+
+    async def dial(self, port: int) -> anyio.abc.ByteStream:
+        """A new byte stream to ``port`` of the manager's pod."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _PortForward:
+    kube: Kube
+    manager_namespace: str
+    manager_pod: str
+    channel: Channel
+
+    async def dial(self, port: int) -> anyio.abc.ByteStream:
+        return await self.kube.port_forward(self.manager_namespace, self.manager_pod, port)
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    host: str
+    manager_namespace: str
+    channel: Channel
+
+    @property
+    def manager_pod(self) -> str:
+        return self.host
+
+    async def dial(self, port: int) -> anyio.abc.ByteStream:
+        return await anyio.connect_tcp(self.host, port)
+
+
+@contextlib.asynccontextmanager
+async def port_forward(kube: Kube, manager_namespace: str) -> AsyncIterator[Transport]:
+    """The ``portforward`` transport to a Ready traffic-manager pod in ``manager_namespace``.
+
+    Raises:
+        ManagerNotFound: There is no Ready traffic-manager pod there.
+        telepresence.kube.KubeError: The cluster cannot be reached or refuses to list pods.
+    """
+    found = await kube.ready_pod(manager_namespace, MANAGER_SELECTOR)
+    if found is None:
+        raise ManagerNotFound(
+            f"traffic manager not found in namespace {manager_namespace}: "
+            "install it with telepresence helm install"
+        )
+    pod, ports = found
+    with tempfile.TemporaryDirectory(prefix="telepresence-") as private:
+        socket_path = Path(private) / "manager.sock"
+        listener = await anyio.create_unix_listener(socket_path)
+        async with listener, anyio.create_task_group() as tasks:
+            api_port = ports.get(API_PORT_NAME, DEFAULT_API_PORT)
+            await tasks.start(serve_port_forward, listener, kube, manager_namespace, pod, api_port)
+            channel = Channel(path=str(socket_path))
+            try:
+                yield _PortForward(kube, manager_namespace, pod, channel)
+            finally:
+                channel.close()
+                tasks.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def direct(
+    host: str, manager_namespace: str, *, api_port: int = DEFAULT_API_PORT
+) -> AsyncIterator[Transport]:
+    """The ``direct`` transport to the manager's pod at ``host`` (see the module docstring)."""
+    channel = Channel(host, api_port)
+    try:
+        yield _Direct(host, manager_namespace, channel)
+    finally:
+        channel.close()
