@@ -8,6 +8,7 @@ BENCHMARKS = {
     "wire": "benchmarks.wire",
     "apiserver": "benchmarks.apiserver",
     "sandbox": "benchmarks.sandbox",
+    "manager": "benchmarks.manager",
 }
 
 
