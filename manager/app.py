@@ -155,7 +155,8 @@ async def run(
     """Run the traffic-manager until its graceful shutdown is over (see the module
     docstring)."""
     extras = collaborators or Collaborators()
-    ssl_context = tls.server_context(extras.identity or load_identity(settings.tls_dir), alpn=tls.MUX_ALPN)
+    identity = extras.identity or load_identity(settings.tls_dir)
+    ssl_context = tls.server_context(identity, alpn=tls.MUX_ALPN)
     ca_certificate = extras.ca_certificate or load_ca(settings.tls_dir)
     resolv = ResolvConf.load(extras.resolv_conf)
     sessions = SessionRegistry(client_ttl=config.client.connection_ttl, clock=extras.clock)

@@ -94,6 +94,7 @@ async def test_serves_until_sigterm_then_exits_cleanly(
     ],
 )
 async def test_cannot_start_says_why_in_one_line(
+    *,
     cluster: Cluster,
     tmp_path: Path,
     manager_identity: tls.Identity,
