@@ -1,6 +1,7 @@
 """Which cluster and namespace a command works on, and the waits that watch it there.
 
-This is the one module of ``telepresence.helm`` that imports kubernetes-asyncio. Helm applies
+This is the module of ``telepresence.helm`` that reads the cluster, through the client's
+Kubernetes adapter (:mod:`telepresence.kube`), whose errors it tells in its own terms. Helm applies
 the release; what the user then waits for is the traffic-manager's Deployment rolling out, as
 ``kubectl rollout status`` reports it (the spec's generation observed, every replica updated,
 no old replica left, every updated replica available), and on uninstall for its pods to be
@@ -12,22 +13,14 @@ Changes are noticed with watches (of the one Deployment, and of the pods its sel
 rather than by polling: after each change both are read again, so the watches are only wake-up
 calls, and a watch that ends or expires (``410 Gone``) simply leads to the next read. The waits
 take no timeout: the caller wraps them in a cancel scope.
-
-Objects are read as plain JSON dictionaries (``_preload_content=False``): a few status fields
-are all that is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import aiohttp
-import anyio
-from kubernetes_asyncio import client as k8s_client
 
 from telepresence import kube
 from telepresence.helm.errors import ClusterUnreachable, HelmFailed
@@ -50,10 +43,6 @@ type Progress = Callable[[str], None]
 
 #: The manager namespace unless told otherwise, as in the reference.
 DEFAULT_MANAGER_NAMESPACE = "ambassador"
-#: Seconds a watch stays open before it is renewed (a renewal is one more read).
-WATCH_SECONDS = 30
-_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
-_WATCH_TIMEOUT = aiohttp.ClientTimeout(sock_connect=30, sock_read=WATCH_SECONDS + 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,12 +189,12 @@ async def wait_for_rollout(target: Target, name: str, progress: Progress) -> Non
                 progress(line)
                 last = line
             await cluster.next_change(
-                _Watch(
+                kube.Watch(
                     deployment_path,
                     str(deployment["metadata"]["resourceVersion"]),
                     field_selector=f"metadata.name={name}",
                 ),
-                _Watch(pods_path, pods_version, label_selector=selector),
+                kube.Watch(pods_path, pods_version, label_selector=selector),
             )
 
 
@@ -223,7 +212,7 @@ async def wait_for_pods_gone(target: Target, label_selector: str, progress: Prog
             if line != last:
                 progress(line)
                 last = line
-            await cluster.next_change(_Watch(pods_path, version, label_selector=label_selector))
+            await cluster.next_change(kube.Watch(pods_path, version, label_selector=label_selector))
 
 
 def label_selector(deployment: Object) -> str:
@@ -235,127 +224,13 @@ def label_selector(deployment: Object) -> str:
 # -- the API server ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Watch:
-    """A watch to start: a collection, the version to start after, and its selectors."""
-
-    path: str
-    version: str
-    field_selector: str = ""
-    label_selector: str = ""
-
-
-class _Cluster:
-    """The three requests the waits make, as JSON, with errors translated."""
-
-    def __init__(self, api: k8s_client.ApiClient) -> None:
-        self._api = api
-
-    async def get(self, path: str) -> Object | None:
-        """An object, or None when there is none."""
-        status, body = await self._json(path, [])
-        if status == 404:
-            return None
-        return _checked(status, body, path)
-
-    async def collection(self, path: str, *, label_selector: str) -> tuple[list[Object], str]:
-        """The objects of a collection, and the resource version to watch from."""
-        query = [("labelSelector", label_selector)] if label_selector else []
-        status, body = await self._json(path, query)
-        listed = _checked(status, body, path)
-        return list(listed.get("items") or []), str(
-            (listed.get("metadata") or {}).get("resourceVersion") or ""
-        )
-
-    async def next_change(self, *watches: _Watch) -> None:
-        """Return at the first event of any of ``watches``, or as soon as one of them ends or
-        fails (the caller reads the objects again either way)."""
-        async with anyio.create_task_group() as tasks:
-
-            async def watch(spec: _Watch) -> None:
-                query = [
-                    ("watch", "true"),
-                    ("resourceVersion", spec.version),
-                    ("timeoutSeconds", str(WATCH_SECONDS)),
-                ]
-                if spec.field_selector:
-                    query.append(("fieldSelector", spec.field_selector))
-                if spec.label_selector:
-                    query.append(("labelSelector", spec.label_selector))
-                response = await self._send(spec.path, query, _WATCH_TIMEOUT)
-                try:
-                    # The first bytes of an event, of an error (410 Gone: the version is too
-                    # old), or the end of the watch: each means "read again".
-                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                        await response.content.readany()
-                finally:
-                    _abandon(response)
-                tasks.cancel_scope.cancel()
-
-            for spec in watches:
-                tasks.start_soon(watch, spec, name=f"watch {spec.path}")
-
-    async def _json(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
-        response = await self._send(path, query, _REQUEST_TIMEOUT)
-        try:
-            return response.status, await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise ClusterUnreachable(f"the API server's answer broke off: {error}") from error
-        finally:
-            response.release()
-
-    async def _send(
-        self, path: str, query: list[tuple[str, str]], deadline: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
-        try:
-            response: aiohttp.ClientResponse = await self._api.call_api(
-                path,
-                "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=deadline,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise ClusterUnreachable(
-                f"cannot reach the cluster's API server: {error or type(error).__name__}"
-            ) from error
-        return response
-
-
-def _abandon(response: aiohttp.ClientResponse) -> None:
-    """Drop a watch's connection at once. Closing it politely would send TLS close_notify and
-    keep the socket until the API server answers, which it may never get to do before the
-    event loop is gone; Python < 3.12.8 then never closes that socket (CPython gh-118960)."""
-    connection = response.connection
-    if connection is not None and connection.transport is not None:
-        connection.transport.abort()
-    response.close()
-
-
-def _checked(status: int, body: bytes, path: str) -> Object:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if status >= 400 or not isinstance(parsed, dict):
-        message = parsed.get("message") if isinstance(parsed, dict) else None
-        raise HelmFailed(f"the API server refused to read {path}: {message or status}")
-    return parsed
-
-
 @contextlib.asynccontextmanager
-async def _open(target: Target) -> AsyncIterator[_Cluster]:
+async def _open(target: Target) -> AsyncIterator[kube.Kube]:
+    """The target's cluster, with the adapter's errors told as ``telepresence helm``'s."""
     try:
-        loaded = await kube.load_config(kube.KubeTarget(target.kubeconfig, target.context))
+        async with kube.Kube.open(kube.KubeTarget(target.kubeconfig, target.context)) as cluster:
+            yield cluster
     except kube.ClusterUnreachable as error:
         raise ClusterUnreachable(str(error)) from error
-    api = k8s_client.ApiClient(loaded.configuration)
-    try:
-        yield _Cluster(api)
-    finally:
-        # Shielded: a wait that ran out of time is a cancelled scope, in which an unshielded
-        # close would be cancelled at once and leave the connections open.
-        with anyio.CancelScope(shield=True):
-            await api.close()
+    except kube.KubeError as error:
+        raise HelmFailed(str(error)) from error

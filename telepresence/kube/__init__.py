@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from telepresence.kube._config import KubeTarget, LoadedConfig, kubeconfig_paths, load_config
 from telepresence.kube._errors import ClusterUnreachable, KubeError, PortForwardError
-from telepresence.kube._kube import Kube
+from telepresence.kube._kube import WATCH_SECONDS, Kube, Watch
 from telepresence.kube._portforward import PortForwardStream, serve_port_forward
 
 __all__ = [
+    "WATCH_SECONDS",
     "ClusterUnreachable",
     "Kube",
     "KubeError",
@@ -29,6 +30,7 @@ __all__ = [
     "LoadedConfig",
     "PortForwardError",
     "PortForwardStream",
+    "Watch",
     "kubeconfig_paths",
     "load_config",
     "serve_port_forward",

@@ -5,15 +5,17 @@ plain ``ApiClient`` for requests, and the ``WsApiClient`` whose requests upgrade
 WebSockets (port-forwards). Both are aiohttp sessions, so they run on asyncio only, and both
 are closed when :meth:`Kube.open` exits, shielded from cancellation.
 
-Objects are read as plain JSON dictionaries (``_preload_content=False``): a pod's name,
-conditions and ports are all that is needed, and building kubernetes-asyncio's models for
-every pod listed would cost more than the request.
+Objects are read as plain JSON dictionaries (``_preload_content=False``): a few fields (a
+pod's name, conditions and ports; a Deployment's status) are all that is needed, and building
+kubernetes-asyncio's models for every object listed would cost more than the request. Changes
+are noticed with watches that only wake the caller up (:meth:`Kube.next_change`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
@@ -32,10 +34,26 @@ if TYPE_CHECKING:
     from telepresence.kube._config import KubeTarget, LoadedConfig
     from telepresence.kube._portforward import PortForwardStream
 
-__all__ = ["Kube"]
+__all__ = ["WATCH_SECONDS", "Kube", "Watch"]
 
+type Object = dict[str, Any]
+
+#: Seconds a watch stays open before the server ends it (and the caller reads again).
+WATCH_SECONDS = 30
 #: The request timeout of reads; the caller's cancel scope usually ends a wait first.
 _REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+_WATCH_TIMEOUT = aiohttp.ClientTimeout(sock_connect=30, sock_read=WATCH_SECONDS + 30)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A watch for :meth:`Kube.next_change`: a collection, the resource version to start
+    after, and its selectors."""
+
+    path: str
+    version: str
+    field_selector: str = ""
+    label_selector: str = ""
 
 
 class Kube:
@@ -105,8 +123,8 @@ class Kube:
             ClusterUnreachable: The API server cannot be reached.
             KubeError: The API server refused to list the pods.
         """
-        pods = await self._list(
-            f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", label_selector)]
+        pods, _ = await self.collection(
+            f"/api/v1/namespaces/{namespace}/pods", label_selector=label_selector
         )
         pod = newest_ready_pod(pods)
         if pod is None:
@@ -123,8 +141,76 @@ class Kube:
         """
         return await open_port_forward(self._ws_api, namespace, pod, port)
 
-    async def _list(self, path: str, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """The items of a collection."""
+    async def get(self, path: str) -> Object | None:
+        """The object at ``path`` as JSON, or None when there is none.
+
+        Raises:
+            ClusterUnreachable: The API server cannot be reached.
+            KubeError: The API server refused to show it.
+        """
+        status, body = await self._json(path, [])
+        if status == 404:
+            return None
+        return _checked(status, body, path)
+
+    async def collection(self, path: str, *, label_selector: str = "") -> tuple[list[Object], str]:
+        """The objects of the collection at ``path``, and the resource version to watch it
+        from.
+
+        Raises:
+            ClusterUnreachable: The API server cannot be reached.
+            KubeError: The API server refused to list it.
+        """
+        query = [("labelSelector", label_selector)] if label_selector else []
+        status, body = await self._json(path, query)
+        listed = _checked(status, body, path)
+        version = (listed.get("metadata") or {}).get("resourceVersion") or ""
+        return list(listed.get("items") or []), str(version)
+
+    async def next_change(self, *watches: Watch) -> None:
+        """Return at the first event of any of ``watches``, or as soon as one of them ends or
+        fails: the caller reads again either way, so a watch is only a wake-up call (one that
+        expired, ``410 Gone``, also leads to the next read).
+
+        Raises:
+            ClusterUnreachable: The API server cannot be reached.
+        """
+        async with anyio.create_task_group() as tasks:
+
+            async def watch(spec: Watch) -> None:
+                query = [
+                    ("watch", "true"),
+                    ("resourceVersion", spec.version),
+                    ("timeoutSeconds", str(WATCH_SECONDS)),
+                ]
+                if spec.field_selector:
+                    query.append(("fieldSelector", spec.field_selector))
+                if spec.label_selector:
+                    query.append(("labelSelector", spec.label_selector))
+                response = await self._send(spec.path, query, _WATCH_TIMEOUT)
+                try:
+                    # The first bytes of an event, of an error, or the end of the watch.
+                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                        await response.content.readany()
+                finally:
+                    _abandon(response)
+                tasks.cancel_scope.cancel()
+
+            for spec in watches:
+                tasks.start_soon(watch, spec, name=f"watch {spec.path}")
+
+    async def _json(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
+        response = await self._send(path, query, _REQUEST_TIMEOUT)
+        try:
+            return response.status, await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ClusterUnreachable(f"the API server's answer broke off: {error}") from error
+        finally:
+            response.release()
+
+    async def _send(
+        self, path: str, query: list[tuple[str, str]], deadline: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
         try:
             response: aiohttp.ClientResponse = await self._api.call_api(
                 path,
@@ -133,24 +219,34 @@ class Kube:
                 header_params={"Accept": "application/json"},
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=_REQUEST_TIMEOUT,
+                _request_timeout=deadline,
             )
-            try:
-                status, body = response.status, await response.read()
-            finally:
-                response.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise ClusterUnreachable(
                 f"cannot reach the cluster's API server: {error or type(error).__name__}"
             ) from error
-        try:
-            listed = json.loads(body)
-        except ValueError:
-            listed = None
-        if status >= 400 or not isinstance(listed, dict):
-            message = listed.get("message") if isinstance(listed, dict) else None
-            raise KubeError(f"the API server refused to list {path}: {message or status}")
-        return list(listed.get("items") or [])
+        return response
+
+
+def _checked(status: int, body: bytes, path: str) -> Object:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if status >= 400 or not isinstance(parsed, dict):
+        message = parsed.get("message") if isinstance(parsed, dict) else None
+        raise KubeError(f"the API server refused to read {path}: {message or status}")
+    return parsed
+
+
+def _abandon(response: aiohttp.ClientResponse) -> None:
+    """Drop a watch's connection at once. Closing it politely would send TLS close_notify and
+    keep the socket until the API server answers, which it may never get to do before the
+    event loop is gone; Python < 3.12.8 then never closes that socket (CPython gh-118960)."""
+    connection = response.connection
+    if connection is not None and connection.transport is not None:
+        connection.transport.abort()
+    response.close()
 
 
 async def _close(client: k8s_client.ApiClient) -> None:

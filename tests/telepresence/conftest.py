@@ -12,6 +12,7 @@ its own, as a separate process would.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -197,6 +198,21 @@ class Cluster:
                 if ours or record:
                     found.add((kind, metadata.namespace or "", metadata.name))
         return found
+
+
+def client_sockets_to(port: int) -> set[str]:
+    """The inodes of this process's TCP sockets connected to local ``port`` as clients (what a
+    test counts before and after a client's event loop ended, to find a socket left open)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            inodes.add(os.readlink(f"/proc/self/fd/{fd}").removeprefix("socket:[").rstrip("]"))
+    found = set()
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            found.add(fields[9])
+    return found
 
 
 @pytest.fixture

@@ -12,10 +12,7 @@ client's loop winds down, so nothing depends on how fast it would have answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -23,26 +20,13 @@ import anyio
 import pytest
 
 from telepresence.helm.cluster import Target, wait_for_pods_gone, wait_for_rollout
+from tests.telepresence.conftest import client_sockets_to
 
 if TYPE_CHECKING:
     from tests.telepresence.conftest import Cluster
 
 NO_WAIT = "--no-wait"
 pytestmark = pytest.mark.anyio
-
-
-def _client_sockets_to(port: int) -> set[str]:
-    """The inodes of this process's TCP sockets connected to local ``port`` as clients."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            inodes.add(os.readlink(f"/proc/self/fd/{fd}").removeprefix("socket:[").rstrip("]"))
-    found = set()
-    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
-            found.add(fields[9])
-    return found
 
 
 async def _left_open_after(cluster: Cluster, wait: object) -> set[str]:
@@ -55,7 +39,7 @@ async def _left_open_after(cluster: Cluster, wait: object) -> set[str]:
     server_loop = asyncio.get_running_loop()
 
     def client_side() -> set[str]:
-        before = _client_sockets_to(port)
+        before = client_sockets_to(port)
 
         async def main() -> None:
             with anyio.move_on_after(0.5):
@@ -66,7 +50,7 @@ async def _left_open_after(cluster: Cluster, wait: object) -> set[str]:
                     server_loop.call_soon_threadsafe(time.sleep, 1.0)
 
         anyio.run(main)
-        return _client_sockets_to(port) - before
+        return client_sockets_to(port) - before
 
     return await anyio.to_thread.run_sync(client_side)
 

@@ -10,7 +10,6 @@ daemons use: :class:`~telepresence.kube.Kube` on a kubeconfig, its port-forward 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -18,7 +17,6 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,9 +34,11 @@ from telepresence.kube import (
     PortForwardError,
     serve_port_forward,
 )
+from tests.telepresence.conftest import client_sockets_to
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from pathlib import Path
 
     from anyio.abc import SocketStream
 
@@ -497,22 +497,8 @@ async def test_a_cancelled_forward_leaves_no_connection_open(pods: Pods) -> None
                     await stream.receive()
 
     def client_side() -> set[str]:
-        before = _client_sockets_to(api_port)
+        before = client_sockets_to(api_port)
         anyio.run(client)
-        return _client_sockets_to(api_port) - before
+        return client_sockets_to(api_port) - before
 
     assert await anyio.to_thread.run_sync(client_side) == set()
-
-
-def _client_sockets_to(port: int) -> set[str]:
-    """The inodes of this process's TCP sockets connected to local ``port`` as clients."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            inodes.add(os.readlink(f"/proc/self/fd/{fd}").removeprefix("socket:[").rstrip("]"))
-    found = set()
-    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
-            found.add(fields[9])
-    return found
