@@ -33,6 +33,7 @@ import getpass
 import logging
 import math
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -243,8 +244,19 @@ async def _data_plane(
                 ssl_context=context,
                 standard_compatible=False,
             )
-        except BaseException:
+        except BaseException as error:
             await anyio.aclose_forcefully(link)
+            if isinstance(error, ssl.SSLError):
+                why = getattr(error, "verify_message", None) or error.reason or error
+                raise SessionError(
+                    "the traffic-manager's data plane did not prove to be the manager in "
+                    f"namespace {namespace} (TLS: {why}); reinstall it with "
+                    "telepresence helm upgrade if its certificate was replaced"
+                ) from error
+            if isinstance(error, (anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+                raise SessionError(
+                    f"the traffic-manager's data plane closed the connection: {error}"
+                ) from error
             raise
         try:
             async with shell.connect(stream, credentials=session_id.encode()) as connection:
