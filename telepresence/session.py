@@ -20,6 +20,10 @@ transport's gRPC channel and streams (:mod:`telepresence.transport`):
    name ``traffic-manager.<namespace>``;
 3. keeps the session alive (``Remain``) until the block ends, then departs.
 
+A session that ends by itself (the manager's watch ends, the data plane closes, a ``Remain``
+fails) raises :class:`SessionLost` (or the :class:`SessionError` of the failed call) out of the
+block, cancelling its body: the caller arrives again, as the user daemon does with backoff.
+
 Leaving the block (also by an error or a cancellation) stops the background tasks, closes the
 mux and departs (shielded, bounded).
 
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ManagerSession",
+    "SessionLost",
     "SessionError",
     "SessionRefused",
     "open_session",
@@ -83,6 +88,11 @@ class SessionError(Exception):
 
 class SessionRefused(SessionError):
     """The traffic-manager turned the client away (its token, or its rights)."""
+
+
+class SessionLost(SessionError):
+    """A live session ended without the client asking: the manager went away, the link
+    broke, or the manager forgot the session. Arriving again is the remedy."""
 
 
 @dataclass
@@ -171,54 +181,66 @@ async def open_session(
         telepresence.kube.KubeError: The cluster refused a port-forward.
     """
     stub = manager_grpc.ManagerStub(transport.channel)
-    async with contextlib.AsyncExitStack() as stack:
-        with _control_errors("arrive"):
-            version: pb.VersionInfo = await stub.Version(Empty(), timeout=CALL_TIMEOUT)
-            arrived: pb.SessionInfo = await stub.ArriveAsClient(
-                pb.ClientInfo(
-                    name=name or f"{_user()}@{socket.gethostname()}",
-                    product="telepresence",
-                    version=telepresence.__version__,
-                    namespace=namespace,
-                    bearer_token=token,
-                ),
-                timeout=CALL_TIMEOUT,
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            with _control_errors("arrive"):
+                version: pb.VersionInfo = await stub.Version(Empty(), timeout=CALL_TIMEOUT)
+                arrived: pb.SessionInfo = await stub.ArriveAsClient(
+                    pb.ClientInfo(
+                        name=name or f"{_user()}@{socket.gethostname()}",
+                        product="telepresence",
+                        version=telepresence.__version__,
+                        namespace=namespace,
+                        bearer_token=token,
+                    ),
+                    timeout=CALL_TIMEOUT,
+                )
+            log.debug(
+                "arrived at traffic-manager %s: session %s", version.version, arrived.session_id
             )
-        log.debug("arrived at traffic-manager %s: session %s", version.version, arrived.session_id)
-        stack.push_async_callback(_depart, stub, arrived)
-        with _control_errors("read the cluster info"):
-            client_config: pb.ClientConfig = await stub.GetClientConfig(
-                Empty(), timeout=CALL_TIMEOUT
+            stack.push_async_callback(_depart, stub, arrived)
+            with _control_errors("read the cluster info"):
+                client_config: pb.ClientConfig = await stub.GetClientConfig(
+                    Empty(), timeout=CALL_TIMEOUT
+                )
+                watch = await stack.enter_async_context(_watch_cluster_info(stub, arrived))
+                first = await watch.recv_message()
+            if first is None:
+                raise SessionError("the traffic-manager ended the session as it began; try again")
+
+            log.debug("cluster info: %s", first)
+            mux = await stack.enter_async_context(_data_plane(transport, first, arrived.session_id))
+            log.debug("data plane open through %s", transport.manager_pod)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # runs first: stops the background tasks
+            session = ManagerSession(
+                session_id=arrived.session_id,
+                manager_namespace=transport.manager_namespace,
+                manager_pod=transport.manager_pod,
+                manager_version=version.version,
+                client_config=client_config,
+                mux=mux,
+                _stub=stub,
+                _cluster_info=first,
             )
-            watch = await stack.enter_async_context(_watch_cluster_info(stub, arrived))
-            first = await watch.recv_message()
-        if first is None:
-            raise SessionError("the traffic-manager ended the session as it began; try again")
 
-        log.debug("cluster info: %s", first)
-        mux = await stack.enter_async_context(_data_plane(transport, first, arrived.session_id))
-        log.debug("data plane open through %s", transport.manager_pod)
-        tasks = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tasks.cancel_scope.cancel)  # runs first: stops the background tasks
-        session = ManagerSession(
-            session_id=arrived.session_id,
-            manager_namespace=transport.manager_namespace,
-            manager_pod=transport.manager_pod,
-            manager_version=version.version,
-            client_config=client_config,
-            mux=mux,
-            _stub=stub,
-            _cluster_info=first,
-        )
+            async def follow_cluster_info() -> None:
+                with _control_errors("follow the cluster info"):
+                    async for info in watch:
+                        session._update_cluster_info(info)
+                raise SessionLost("the traffic-manager ended the session (its cluster info watch)")
 
-        async def follow_cluster_info() -> None:
-            with _control_errors("follow the cluster info"):
-                async for info in watch:
-                    session._update_cluster_info(info)
+            async def watch_data_plane() -> None:
+                ended = await mux.wait_closed()
+                raise SessionLost(f"the data plane to the traffic-manager ended: {ended.message}")
 
-        tasks.start_soon(follow_cluster_info, name="cluster info")
-        tasks.start_soon(_remain, stub, arrived, name="remain")
-        yield session
+            tasks.start_soon(follow_cluster_info, name="cluster info")
+            tasks.start_soon(watch_data_plane, name="data plane")
+            tasks.start_soon(_remain, stub, arrived, name="remain")
+            yield session
+    except* SessionError as failed:
+        # One failure of the session, not the task group's wrapping of it.
+        raise failed.exceptions[0] from None
 
 
 @contextlib.asynccontextmanager

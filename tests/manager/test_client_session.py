@@ -15,7 +15,7 @@ import pytest
 from manager import app
 from manager.policy import AllowAll
 from telepresence import transport
-from telepresence.session import SessionError, SessionRefused, open_session
+from telepresence.session import SessionError, SessionLost, SessionRefused, open_session
 from telepresence.wire import tls
 
 from .harness import MANAGER_NAMESPACE, echo_servers, start_manager
@@ -96,3 +96,28 @@ async def test_a_data_plane_that_another_ca_vouches_for_is_not_trusted(
     assert "(TLS: unable to get local issuer certificate)" in str(raised.value)
     # Nothing of the session is left with the manager: it departed on the way out.
     assert len(manager.running.sessions) == 0
+
+
+async def test_a_session_whose_manager_goes_away_raises_session_lost(
+    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity, ca: tls.Identity
+) -> None:
+    token = await cluster.service_account_token("alice", may_port_forward=True)
+    cancelled: list[bool] = []
+
+    async def hold(way: transport.Transport, manager: ManagerClient) -> None:
+        async with open_session(way, token=token):
+            try:
+                # What SIGTERM does: every client is told to go away.
+                manager.running.shutdown()
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(True)
+                raise
+
+    async with manager_trusting(cluster, tmp_path, manager_identity, ca) as manager:
+        api_port = manager.running.api_port
+        async with transport.direct("127.0.0.1", MANAGER_NAMESPACE, api_port=api_port) as way:
+            with anyio.fail_after(20), pytest.raises(SessionLost, match="ended"):
+                await hold(way, manager)
+    # The block's body was cancelled, and the one failure came out of it as it was.
+    assert cancelled == [True]
