@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ManagerSession",
+    "default_client_name",
+    "open_data_plane",
     "SessionLost",
     "SessionError",
     "SessionRefused",
@@ -187,7 +189,7 @@ async def open_session(
                 version: pb.VersionInfo = await stub.Version(Empty(), timeout=CALL_TIMEOUT)
                 arrived: pb.SessionInfo = await stub.ArriveAsClient(
                     pb.ClientInfo(
-                        name=name or f"{_user()}@{socket.gethostname()}",
+                        name=name or default_client_name(),
                         product="telepresence",
                         version=telepresence.__version__,
                         namespace=namespace,
@@ -209,7 +211,9 @@ async def open_session(
                 raise SessionError("the traffic-manager ended the session as it began; try again")
 
             log.debug("cluster info: %s", first)
-            mux = await stack.enter_async_context(_data_plane(transport, first, arrived.session_id))
+            mux = await stack.enter_async_context(
+                open_data_plane(transport, first.data_plane, arrived.session_id)
+            )
             log.debug("data plane open through %s", transport.manager_pod)
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tasks.cancel_scope.cancel)  # runs first: stops the background tasks
@@ -244,10 +248,18 @@ async def open_session(
 
 
 @contextlib.asynccontextmanager
-async def _data_plane(
-    transport: Transport, info: pb.ClusterInfo, session_id: str
+async def open_data_plane(
+    transport: Transport, endpoint: pb.DataPlaneEndpoint, session_id: str
 ) -> AsyncIterator[shell.MuxConnection]:
-    endpoint = info.data_plane
+    """A data-plane connection of the session ``session_id``: the mux over TLS over a stream
+    that ``transport`` dials to ``endpoint``'s port, the manager verified against the CA the
+    endpoint names. (The root daemon opens its own this way, with what the user daemon's
+    session learnt.)
+
+    Raises:
+        SessionError: The manager's certificate does not check out, the handshakes failed or
+            timed out, or the manager refused the session.
+    """
     try:
         authorities = tls.certificates_from_pem(
             endpoint.ca_certificate, source="the traffic-manager's CA certificate"
@@ -353,8 +365,10 @@ def _control_errors(doing: str) -> Iterator[None]:
         ) from error
 
 
-def _user() -> str:
+def default_client_name() -> str:
+    """How the manager lists this client unless told otherwise: ``user@host``."""
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except (KeyError, OSError):
-        return "unknown"
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

@@ -40,6 +40,7 @@ __all__ = [
     "TransportError",
     "direct",
     "port_forward",
+    "port_forward_data",
 ]
 
 #: The traffic-manager pod's labels, as the chart's selector sets them.
@@ -77,6 +78,16 @@ class Transport(Protocol):
     async def dial(self, port: int) -> anyio.abc.ByteStream:
         """A new byte stream to ``port`` of the manager's pod."""
         ...
+
+
+class _NoChannel:
+    """The channel of a transport that has none: using it is a programming error."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError("this transport carries data-plane streams only")
+
+
+_NO_CHANNEL: Channel = _NoChannel()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +142,15 @@ async def port_forward(kube: Kube, manager_namespace: str) -> AsyncIterator[Tran
             finally:
                 channel.close()
                 tasks.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def port_forward_data(
+    kube: Kube, manager_namespace: str, pod: str
+) -> AsyncIterator[Transport]:
+    """The ``portforward`` transport to a known manager pod, for data-plane streams only (no
+    control channel): the root daemon's, given the pod by the user daemon's session."""
+    yield _PortForward(kube, manager_namespace, pod, _NO_CHANNEL)
 
 
 @contextlib.asynccontextmanager

@@ -1,10 +1,11 @@
 """The ``telepresence`` command line.
 
 Commands are thin: they turn flags into a call of the library (``telepresence.helm`` for the
-``helm`` commands), show its progress, and print its result. Errors reach the user in one
-place, :func:`_run`: an expected failure is one line, ``telepresence <command>: error:
-<message>``, on stderr, and an exit status that tells the kind of failure apart
-(:class:`ExitCode`); no traceback.
+``helm`` commands; :class:`telepresence.Client` for ``connect`` and the commands around it,
+in :mod:`telepresence.cli._connect`), show its progress, and print its result. Errors reach
+the user in one place per family of commands (:func:`_run` here, and its twin there): an
+expected failure is one line, ``telepresence <command>: error: <message>``, on stderr, and an
+exit status that tells the kind of failure apart (:class:`ExitCode`); no traceback.
 
 Progress goes to stderr: on a terminal as a spinner whose text follows what is being waited
 for, with each completed step printed above it; otherwise as plain lines, one per change.
@@ -16,7 +17,6 @@ that ``telepresence version`` and ``--help`` stay fast.
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,35 +25,15 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from telepresence import __version__
+from telepresence.errors import ExitCode
+
+__all__ = ["ExitCode", "app", "main"]
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from types import ModuleType, TracebackType
 
     from rich.status import Status
-
-
-class ExitCode(enum.IntEnum):
-    """What a command's exit status means."""
-
-    OK = 0
-    #: Helm or the cluster failed otherwise (the message is Helm's).
-    FAILED = 1
-    #: The command line is wrong (Click's own usage errors).
-    USAGE = 2
-    #: A values file or a --set/--set-string/--set-json argument is malformed.
-    BAD_VALUES = 3
-    #: The chart refused the values: schema, a template's check (namespace collision), lint.
-    REJECTED = 4
-    #: The release is not in the state the command needs: already installed, not installed.
-    RELEASE_STATE = 5
-    #: No usable kubeconfig or context, or the cluster's API server does not answer.
-    UNREACHABLE = 6
-    #: The traffic-manager did not become ready (or go away) in time.
-    TIMEOUT = 7
-    #: Interrupted (Ctrl-C).
-    INTERRUPTED = 130
 
 
 # Defaults shown in --help without importing the library (tests check they agree with it).
@@ -130,12 +110,6 @@ helm_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(helm_app, name="helm")
-
-
-@app.command()
-def version() -> None:
-    """Show the client version."""
-    typer.echo(f"Client: v{__version__}")
 
 
 @app.callback()
@@ -516,3 +490,7 @@ class _ProgressView:
         else:
             self._status.stop()
             self._console.print(line, markup=False)
+
+
+# The connect commands register themselves on ``app``.
+from telepresence.cli import _connect  # noqa: E402, F401

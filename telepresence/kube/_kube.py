@@ -167,6 +167,18 @@ class Kube:
         version = (listed.get("metadata") or {}).get("resourceVersion") or ""
         return list(listed.get("items") or []), str(version)
 
+    async def text(self, path: str, query: list[tuple[str, str]] | None = None) -> str:
+        """The plain-text body at ``path`` (a pod's log, say).
+
+        Raises:
+            ClusterUnreachable: The API server cannot be reached.
+            KubeError: The API server refused (the message is its own).
+        """
+        status, body = await self._json(path, query or [])
+        if status >= 400:
+            _checked(status, body, path)  # raises with the API server's message
+        return body.decode(errors="replace")
+
     async def next_change(self, *watches: Watch) -> None:
         """Return at the first event of any of ``watches``, or as soon as one of them ends or
         fails: the caller reads again either way, so a watch is only a wake-up call (one that

@@ -1,0 +1,219 @@
+"""Where the daemons live, how they start, and how a client finds (or starts) one.
+
+Each daemon is one process with one unix socket and one log file:
+
+- the user daemon: ``<runtime dir>/connector.sock``, ``<cache dir>/logs/connector.log``;
+- the root daemon: ``<runtime dir>/daemon.sock``, ``<cache dir>/logs/daemon.log``.
+
+The runtime directory is ``$XDG_RUNTIME_DIR/telepresence`` (else ``/tmp/telepresence-<uid>``),
+the cache directory ``$XDG_CACHE_HOME/telepresence``; ``TELEPRESENCE_ROOT_DAEMON_SOCKET``
+names another root daemon socket (the systemd unit's, for one). A daemon holds an exclusive
+lock on ``<socket>.lock`` for as long as it runs, so a second one started by a race exits at
+once; and a client that starts one holds ``<socket>.start`` meanwhile, so that two commands
+started together start one daemon, not two.
+
+:func:`ensure_running` is the client's side: answer-or-start, then wait for the socket.
+Daemons are started detached (a session of their own, stdin from /dev/null, output to their
+log), so they outlive the command that started them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import logging.handlers
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from telepresence import errors
+from telepresence.config import ensure_private_dir, logs_dir, runtime_dir
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "CONNECTOR",
+    "ROOT_DAEMON",
+    "DaemonKind",
+    "configure_logging",
+    "ensure_running",
+    "take_instance_lock",
+    "is_answering",
+    "is_running",
+]
+
+#: Log files rotate at this size, keeping this many old ones.
+LOG_BYTES, LOG_BACKUPS = 10 * 1024 * 1024, 5
+#: Seconds a started daemon has to open its socket.
+START_TIMEOUT = 10.0
+LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonKind:
+    """One of the two daemons."""
+
+    #: The subcommand that runs it (``python -m telepresence.daemon NAME``).
+    command: str
+    #: Its name in messages and in ``Version``.
+    title: str
+    #: Its socket's and log's base name.
+    base: str
+
+    @property
+    def socket(self) -> Path:
+        if self is ROOT_DAEMON and (override := os.environ.get("TELEPRESENCE_ROOT_DAEMON_SOCKET")):
+            return Path(override)
+        return runtime_dir() / f"{self.base}.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return logs_dir() / f"{self.base}.log"
+
+
+CONNECTOR = DaemonKind("user", "user daemon", "connector")
+ROOT_DAEMON = DaemonKind("root", "root daemon", "daemon")
+
+
+def configure_logging(kind: DaemonKind, level: str) -> Path:
+    """Log to the daemon's rotating file (and nowhere else); returns the file."""
+    path = kind.log_file
+    ensure_private_dir(path.parent)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    set_level(level)
+    # Third parties' chatter stays out unless asked for (trace).
+    for noisy in ("hpack", "asyncio", "kubernetes_asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "trace" else 5)
+    return path
+
+
+def set_level(level: str) -> None:
+    """Set the root logger's level by its Telepresence name."""
+    logging.getLogger().setLevel(LEVELS[level])
+
+
+def take_instance_lock(kind: DaemonKind) -> None:
+    """Take the daemon's instance lock for the rest of this process's life: the kernel
+    releases it when the process has exited, which is what a client waiting for the daemon to
+    stop needs to know (:func:`is_running`).
+
+    Raises:
+        DaemonError: Another instance holds it.
+    """
+    ensure_private_dir(kind.socket.parent)
+    fd = os.open(kind.socket.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise errors.DaemonError(f"another {kind.title} is running ({kind.socket})") from None
+    # The descriptor is left open on purpose.
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, wait: bool) -> Iterator[bool]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_running(kind: DaemonKind) -> bool:
+    """Whether a daemon of this kind holds its instance lock (runs, answering or not)."""
+    lock = kind.socket.with_suffix(".lock")
+    if not lock.exists():
+        return False
+    with _locked(lock, wait=False) as free:
+        return not free
+
+
+async def is_answering(kind: DaemonKind) -> bool:
+    """Whether something accepts connections on the daemon's socket."""
+    try:
+        stream = await anyio.connect_unix(kind.socket)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def ensure_running(kind: DaemonKind, *, environment: dict[str, str] | None = None) -> bool:
+    """Start the daemon unless it answers already; returns whether it was started.
+
+    Raises:
+        DaemonError: It could not be started, or did not open its socket in time.
+    """
+    if await is_answering(kind):
+        return False
+    ensure_private_dir(kind.socket.parent)
+    return await anyio.to_thread.run_sync(_start_locked, kind, environment)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive: it is nobody's child here, so init reaps it soon; until then
+    # its state says so.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _start_locked(kind: DaemonKind, environment: dict[str, str] | None) -> bool:
+    """With the start lock held: check again, start, wait for the socket (in a thread: the
+    lock and the wait are blocking calls)."""
+    with _locked(kind.socket.with_suffix(".start"), wait=True):
+        if anyio.from_thread.run(is_answering, kind):
+            return False  # another command started it while this one waited
+        log_file = kind.log_file
+        ensure_private_dir(log_file.parent)
+        # Started through --detach, which starts the daemon in a session of its own and exits:
+        # the daemon is then nobody's child here, and outlives this command without a trace.
+        started = subprocess.run(  # our own interpreter and module
+            [sys.executable, "-m", "telepresence.daemon", kind.command, "--detach"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={**os.environ, **(environment or {})},
+            check=False,
+        )
+        if started.returncode != 0:
+            raise errors.DaemonError(
+                f"the {kind.title} could not be started: "
+                f"{started.stderr.decode(errors='replace').strip() or started.returncode}"
+            )
+        pid = int(started.stdout)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if anyio.from_thread.run(is_answering, kind):
+                return True
+            if not _alive(pid):
+                raise errors.DaemonError(f"the {kind.title} exited at start; see {log_file}")
+            time.sleep(0.02)
+        raise errors.DaemonError(
+            f"the {kind.title} did not open {kind.socket} within {START_TIMEOUT:g} s; "
+            f"see {log_file}"
+        )
