@@ -8,6 +8,7 @@ expected failure is a :class:`~telepresence.errors.TelepresenceError`: one parag
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from pathlib import Path
@@ -229,7 +230,11 @@ def version(output: OutputOption = Output.text) -> None:
         found = await client.versions()
         if output is not Output.text:
             _print_data(
-                {name: (vars(info) if info else None) for name, info in found.items()}, output
+                {
+                    name: (dataclasses.asdict(info) if info else None)
+                    for name, info in found.items()
+                },
+                output,
             )
             return
         titles = {"client": "Client", "user-daemon": "User daemon", "root-daemon": "Root daemon",
@@ -277,7 +282,7 @@ def list_contexts(kubeconfig: Kubeconfig = None, output: OutputOption = Output.t
         typer.echo(f"telepresence list-contexts: error: {error}", err=True)
         raise typer.Exit(errors.ExitCode.CONFIG) from None
     if output is not Output.text:
-        _print_data([vars(context) for context in contexts], output)
+        _print_data([dataclasses.asdict(context) for context in contexts], output)
         return
     for context in contexts:
         marker = "*" if context.current else " "

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONNECTOR",
+    "LogLevel",
     "ROOT_DAEMON",
     "DaemonKind",
     "configure_logging",
@@ -104,6 +105,37 @@ def configure_logging(kind: DaemonKind, level: str) -> Path:
 def set_level(level: str) -> None:
     """Set the root logger's level by its Telepresence name."""
     logging.getLogger().setLevel(LEVELS[level])
+
+
+class LogLevel:
+    """``telepresence loglevel``: a daemon's level changed for a while, or until it stops."""
+
+    def __init__(self, tasks: anyio.abc.TaskGroup) -> None:
+        self._tasks = tasks
+        self._configured = logging.getLogger().level
+        self._revert: anyio.CancelScope | None = None
+
+    def change(self, level: str, duration: float) -> None:
+        """Set ``level``; back to the configured one after ``duration`` seconds (0: never).
+
+        Raises:
+            ConfigError: Not a level.
+        """
+        if level not in LEVELS:
+            names = ", ".join(LEVELS)
+            raise errors.ConfigError(f"{level!r} is not a log level: use one of {names}")
+        if self._revert is not None:
+            self._revert.cancel()
+            self._revert = None
+        logging.getLogger().setLevel(LEVELS[level])
+        if duration > 0:
+            self._revert = anyio.CancelScope()
+            self._tasks.start_soon(self._back_after, duration, self._revert)
+
+    async def _back_after(self, duration: float, scope: anyio.CancelScope) -> None:
+        with scope:
+            await anyio.sleep(duration)
+            logging.getLogger().setLevel(self._configured)
 
 
 def take_instance_lock(kind: DaemonKind) -> None:

@@ -49,6 +49,7 @@ def unary[Request, Reply](
     async def serve(owner: Any, stream: Stream[Request, Reply]) -> None:
         request = await stream.recv_message()
         assert request is not None  # grpclib ends the call before a handler on no request
+        log.debug("%s", handler.__name__)
         try:
             reply = await handler(owner, request)
         except errors.TelepresenceError as error:

@@ -49,6 +49,7 @@ class RootDaemon(daemon_grpc.DaemonBase):
         self._session_id = ""
         self._holder: anyio.CancelScope | None = None
         self._lock = anyio.Lock()
+        self._log_level = _process.LogLevel(tasks)
         self.mux: shell.MuxConnection | None = None
 
     def version(self) -> pb.DaemonVersion:
@@ -97,7 +98,7 @@ class RootDaemon(daemon_grpc.DaemonBase):
 
     @unary
     async def SetLogLevel(self, request: pb.LogLevelRequest) -> Empty:
-        _set_level(request.level)
+        self._log_level.change(request.level, request.duration_seconds)
         return Empty()
 
     async def disconnect(self) -> None:
@@ -164,10 +165,3 @@ def _translated(error: Exception) -> errors.TelepresenceError:
     if isinstance(error, KubeError):
         return errors.ClusterUnreachable(f"the root daemon cannot reach the manager: {error}")
     return errors.TelepresenceError(f"the root daemon's data plane failed: {error}")
-
-
-def _set_level(level: str) -> None:
-    if level not in _process.LEVELS:
-        names = ", ".join(_process.LEVELS)
-        raise errors.ConfigError(f"{level!r} is not a log level: use one of {names}")
-    _process.set_level(level)

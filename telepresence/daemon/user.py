@@ -39,7 +39,7 @@ from telepresence import config as client_config
 from telepresence import errors, transport
 from telepresence.daemon import _process
 from telepresence.daemon._rpc import call, unary
-from telepresence.kube import Kube, KubeError, KubeTarget, PortForwardError
+from telepresence.kube import Forbidden, Kube, KubeError, KubeTarget, PortForwardError
 from telepresence.session import (
     ManagerSession,
     SessionError,
@@ -75,6 +75,7 @@ class Connector(daemon_grpc.ConnectorBase):
         self._tasks = tasks
         self._stop = stop
         self._lock = anyio.Lock()
+        self._log_level = _process.LogLevel(tasks)
         self.connection: Connection | None = None
 
     def version(self) -> pb.DaemonVersion:
@@ -126,10 +127,7 @@ class Connector(daemon_grpc.ConnectorBase):
 
     @unary
     async def SetLogLevel(self, request: pb.LogLevelRequest) -> Empty:
-        if request.level not in _process.LEVELS:
-            names = ", ".join(_process.LEVELS)
-            raise errors.ConfigError(f"{request.level!r} is not a log level: use one of {names}")
-        _process.set_level(request.level)
+        self._log_level.change(request.level, request.duration_seconds)
         return Empty()
 
     async def status(self) -> pb.ConnectInfo:
@@ -247,6 +245,8 @@ class Connection:
         self._socks_address = ""
         self._warnings = list(plan.warnings)
         self._way = (plan.transport, "")
+        #: config.yml with what the manager pushes filled in (config.yml wins).
+        self.effective = plan.config
 
     # -- what it serves ------------------------------------------------------------------------
 
@@ -323,6 +323,9 @@ class Connection:
                 async with self._arrive() as session:
                     self._arrivals += 1
                     self._state, self._error = pb.ConnectInfo.CONNECTED, ""
+                    self.effective = client_config.effective(
+                        self.plan.config, session.client_config
+                    )
                     self._set_session(session)
                     await self._hand_to_root_daemon(session)
                     if not started:
@@ -442,7 +445,7 @@ class SessionDialer:
 
     async def _route(self, host: str) -> tuple[ManagerSession, str]:
         connection = self._connection
-        session = await connection.current_session(connection.plan.config.timeouts.proxy_dial)
+        session = await connection.current_session(connection.effective.timeouts.proxy_dial)
         resolver = ClusterResolver(session, connection.plan.namespace)
         return session, await resolver.resolve(host)
 
@@ -525,10 +528,12 @@ def _translated(error: Exception, plan: Plan) -> errors.TelepresenceError:
             if "clientRbac" not in str(error)
             else str(error)
         )
-    if isinstance(error, PortForwardError) and "may not" in str(error):
+    if isinstance(error, Forbidden) or (
+        isinstance(error, PortForwardError) and "may not" in str(error)
+    ):
         return errors.ManagerRefused(
-            f"{error}; ask your cluster administrator for the Telepresence client role (the "
-            "Helm chart's clientRbac)"
+            f"{error} (context {plan.context}); ask your cluster administrator for the "
+            "Telepresence client role (the Helm chart's clientRbac)"
         )
     if isinstance(error, KubeError):
         return errors.ClusterUnreachable(f"{error} (context {plan.context}, {plan.server})")

@@ -17,13 +17,14 @@ kubernetes-asyncio runs on asyncio only, so this package does too.
 from __future__ import annotations
 
 from telepresence.kube._config import KubeTarget, LoadedConfig, kubeconfig_paths, load_config
-from telepresence.kube._errors import ClusterUnreachable, KubeError, PortForwardError
+from telepresence.kube._errors import ClusterUnreachable, Forbidden, KubeError, PortForwardError
 from telepresence.kube._kube import WATCH_SECONDS, Kube, Watch
 from telepresence.kube._portforward import PortForwardStream, serve_port_forward
 
 __all__ = [
     "WATCH_SECONDS",
     "ClusterUnreachable",
+    "Forbidden",
     "Kube",
     "KubeError",
     "KubeTarget",

@@ -16,7 +16,7 @@ Local faults are told apart from what the cluster refused:
 
 from __future__ import annotations
 
-__all__ = ["ClusterUnreachable", "KubeError", "PortForwardError"]
+__all__ = ["ClusterUnreachable", "Forbidden", "KubeError", "PortForwardError"]
 
 
 class KubeError(Exception):
@@ -25,6 +25,10 @@ class KubeError(Exception):
 
 class ClusterUnreachable(KubeError):
     """The kubeconfig cannot be used, or the cluster's API server cannot be reached."""
+
+
+class Forbidden(KubeError):
+    """The API server refused the kubeconfig's user (403): RBAC does not allow it."""
 
 
 class PortForwardError(KubeError):

@@ -24,7 +24,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio.stream import WsApiClient
 
 from telepresence.kube._config import load_config
-from telepresence.kube._errors import ClusterUnreachable, KubeError
+from telepresence.kube._errors import ClusterUnreachable, Forbidden, KubeError
 from telepresence.kube._pods import named_ports, newest_ready_pod
 from telepresence.kube._portforward import open_port_forward
 
@@ -247,7 +247,8 @@ def _checked(status: int, body: bytes, path: str) -> Object:
         parsed = None
     if status >= 400 or not isinstance(parsed, dict):
         message = parsed.get("message") if isinstance(parsed, dict) else None
-        raise KubeError(f"the API server refused to read {path}: {message or status}")
+        kind = Forbidden if status == 403 else KubeError
+        raise kind(f"the API server refused to read {path}: {message or status}")
     return parsed
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,3 +354,81 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
+
+
+def test_a_user_without_the_client_role_is_refused(laptop: Laptop, tmp_path: Path) -> None:
+    # A service account with no rights at all, as a kubeconfig user of its own.
+    laptop.sandbox.kubectl("create", "serviceaccount", "nobody")
+    token = laptop.sandbox.kubectl("create", "token", "nobody").strip()
+    kubeconfig = yaml.safe_load((laptop.sandbox.directory / "kubeconfig").read_text())
+    kubeconfig["users"].append({"name": "nobody", "user": {"token": token}})
+    kubeconfig["contexts"].append(
+        {"name": "nobody", "context": {"cluster": "sandbox", "user": "nobody"}}
+    )
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    other = Laptop(laptop.sandbox, tmp_path)
+    try:
+        done = other.telepresence("connect", "--kubeconfig", str(path), "--context", "nobody")
+        assert done.returncode == 10, done.stderr
+        message = done.stderr.strip().splitlines()[-1]
+        assert message.startswith("telepresence connect: error: ")
+        assert "forbidden" in message
+        assert "the Helm chart's clientRbac" in message
+    finally:
+        assert other.telepresence("quit", "-s").returncode == 0
+
+
+def test_no_kubeconfig_and_an_unreachable_cluster(laptop: Laptop, tmp_path: Path) -> None:
+    other = Laptop(laptop.sandbox, tmp_path)
+    try:
+        missing = other.telepresence("connect", "--kubeconfig", str(tmp_path / "none"))
+        assert missing.returncode == 8, missing.stderr
+        assert "telepresence connect: error: " in missing.stderr
+        assert str(tmp_path / "none") in missing.stderr
+        # A cluster whose API server does not answer (nothing listens on that port).
+        kubeconfig = yaml.safe_load((laptop.sandbox.directory / "kubeconfig").read_text())
+        kubeconfig["clusters"][0]["cluster"]["server"] = "https://10.88.0.1:1"
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig))
+        unreachable = other.telepresence(
+            "connect", "--kubeconfig", str(path), "--context", DEVELOPER
+        )
+        assert unreachable.returncode == 6, unreachable.stderr
+        assert "cannot reach the cluster's API server" in unreachable.stderr
+        assert "Traceback" not in missing.stderr + unreachable.stderr
+    finally:
+        assert other.telepresence("quit", "-s").returncode == 0
+
+
+def test_the_other_commands(connected: Laptop, tmp_path: Path) -> None:
+    version = connected.telepresence("version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.splitlines() == [
+        "Client: v0.1.0",
+        "User daemon: v0.1.0",
+        "Root daemon: v0.1.0",
+        "Traffic manager: v0.1.0",
+    ]
+    contexts = connected.telepresence("list-contexts", "--output", "json")
+    assert {c["name"] for c in json.loads(contexts.stdout)} == {"sandbox", DEVELOPER}
+    namespaces = connected.run(
+        TELEPRESENCE, "list-namespaces", "--context", "sandbox", "--output", "json"
+    )
+    assert {"default", "ambassador", "staging"} <= set(json.loads(namespaces.stdout))
+    view = connected.telepresence("config", "view", "--output", "json")
+    assert json.loads(view.stdout)["timeouts"]["proxyDial"] == 5.0
+    level = connected.telepresence("loglevel", "debug", "--duration", "1m")
+    assert level.returncode == 0, level.stderr
+    # The user daemon logs at debug level now: a status call leaves a debug line.
+    connected.status()
+    log_file = connected.home / "cache" / "telepresence" / "logs" / "connector.log"
+    assert " DEBUG " in log_file.read_text()
+    archive = tmp_path / "logs.zip"
+    gathered = connected.run(TELEPRESENCE, "gather-logs", "--output-file", str(archive))
+    assert gathered.returncode == 0, gathered.stderr
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+    assert "daemons/connector.log" in names
+    assert "daemons/daemon.log" in names
+    assert any(name.startswith("traffic-manager/traffic-manager-") for name in names)
