@@ -39,6 +39,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "direct",
+    "parse_address",
     "port_forward",
     "port_forward_data",
 ]
@@ -153,12 +154,36 @@ async def port_forward_data(
     yield _PortForward(kube, manager_namespace, pod, _NO_CHANNEL)
 
 
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` as (host, control API port).
+
+    Raises:
+        ValueError: Not an address.
+    """
+    host, number = text, str(DEFAULT_API_PORT)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        number = rest.removeprefix(":") or number
+    elif text.count(":") == 1:
+        host, _, number = text.partition(":")
+    port = int(number) if number.isdigit() else 0
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"{text!r} is not HOST[:PORT], e.g. traffic-manager.ambassador:8081")
+    return host, port
+
+
 @contextlib.asynccontextmanager
 async def direct(
-    host: str, manager_namespace: str, *, api_port: int = DEFAULT_API_PORT
+    address: str, manager_namespace: str, *, api_port: int | None = None
 ) -> AsyncIterator[Transport]:
-    """The ``direct`` transport to the manager's pod at ``host`` (see the module docstring)."""
-    channel = Channel(host, api_port)
+    """The ``direct`` transport to the manager's pod at ``address`` (``HOST[:PORT]``, the port
+    of its control API; see the module docstring).
+
+    Raises:
+        ValueError: ``address`` is not an address.
+    """
+    host, port = parse_address(address)
+    channel = Channel(host, api_port or port)
     try:
         yield _Direct(host, manager_namespace, channel)
     finally:

@@ -12,6 +12,7 @@ and removes the socket. Where the sockets and logs are, and how clients start a 
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import signal
@@ -115,11 +116,21 @@ def _service(
 
 
 def _protect(kind: DaemonKind, path: os.PathLike[str]) -> None:
-    """Only its user may use a daemon's socket; the root daemon's also belongs to the user who
-    ran ``sudo telepresence connect``, so that their user daemon can reach it."""
+    """Only its user may use a daemon's socket. The root daemon's also belongs to the user who
+    ran ``sudo telepresence connect``, so that their user daemon can reach it; as a system
+    service, to the group ``TELEPRESENCE_ROOT_DAEMON_GROUP`` names."""
     os.chmod(path, 0o600)
-    owner = os.environ.get("SUDO_UID")
-    if kind is _process.ROOT_DAEMON and os.geteuid() == 0 and owner and owner.isdigit():
+    if kind is not _process.ROOT_DAEMON or os.geteuid() != 0:
+        return
+    if group := os.environ.get("TELEPRESENCE_ROOT_DAEMON_GROUP"):
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("no group %s: only root may use %s", group, path)
+            return
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
+    elif (owner := os.environ.get("SUDO_UID")) and owner.isdigit():
         os.chown(path, int(owner), -1)
 
 

@@ -6,11 +6,14 @@ Each daemon is one process with one unix socket and one log file:
 - the root daemon: ``<runtime dir>/daemon.sock``, ``<cache dir>/logs/daemon.log``.
 
 The runtime directory is ``$XDG_RUNTIME_DIR/telepresence`` (else ``/tmp/telepresence-<uid>``),
-the cache directory ``$XDG_CACHE_HOME/telepresence``; ``TELEPRESENCE_ROOT_DAEMON_SOCKET``
-names another root daemon socket (the systemd unit's, for one). A daemon holds an exclusive
-lock on ``<socket>.lock`` for as long as it runs, so a second one started by a race exits at
-once; and a client that starts one holds ``<socket>.start`` meanwhile, so that two commands
-started together start one daemon, not two.
+the cache directory ``$XDG_CACHE_HOME/telepresence``. A root daemon run as a system service
+(``packaging/telepresence-root-daemon.service``) listens on ``/run/telepresence/daemon.sock``,
+which clients use when it exists; ``TELEPRESENCE_ROOT_DAEMON_SOCKET`` names another.
+
+A daemon holds an exclusive lock on ``<socket>.lock`` for as long as its process lives, so a
+second one started by a race exits at once, and a client knows a stopped daemon is gone; a
+client that starts one holds ``<socket>.start`` meanwhile, so that two commands started
+together start one daemon, not two.
 
 :func:`ensure_running` is the client's side: answer-or-start, then wait for the socket.
 Daemons are started detached (a session of their own, stdin from /dev/null, output to their
@@ -53,6 +56,8 @@ __all__ = [
 
 #: Log files rotate at this size, keeping this many old ones.
 LOG_BYTES, LOG_BACKUPS = 10 * 1024 * 1024, 5
+#: Where the root daemon run as a system service listens (packaging/*.service).
+SYSTEM_ROOT_DAEMON_SOCKET = Path("/run/telepresence/daemon.sock")
 #: Seconds a started daemon has to open its socket.
 START_TIMEOUT = 10.0
 LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -72,8 +77,11 @@ class DaemonKind:
 
     @property
     def socket(self) -> Path:
-        if self is ROOT_DAEMON and (override := os.environ.get("TELEPRESENCE_ROOT_DAEMON_SOCKET")):
-            return Path(override)
+        if self is ROOT_DAEMON:
+            if override := os.environ.get("TELEPRESENCE_ROOT_DAEMON_SOCKET"):
+                return Path(override)
+            if SYSTEM_ROOT_DAEMON_SOCKET.exists():  # the systemd service's
+                return SYSTEM_ROOT_DAEMON_SOCKET
         return runtime_dir() / f"{self.base}.sock"
 
     @property

@@ -198,10 +198,15 @@ def _plan(request: pb.ConnectRequest) -> Plan:
     transport_name = request.transport or "portforward"
     if transport_name not in _TRANSPORTS:
         raise errors.ConfigError(f"--transport {transport_name}: use portforward or direct")
-    if transport_name == "direct" and not request.manager_address:
-        raise errors.ConfigError(
-            "--transport direct needs the traffic-manager's address (--manager-address)"
-        )
+    if transport_name == "direct":
+        if not request.manager_address:
+            raise errors.ConfigError(
+                "--transport direct needs the traffic-manager's address (--manager-address)"
+            )
+        try:
+            transport.parse_address(request.manager_address)
+        except ValueError as error:
+            raise errors.ConfigError(f"--manager-address: {error}") from None
     for flag, values in (
         ("--also-proxy", request.also_proxy),
         ("--never-proxy", request.never_proxy),

@@ -121,3 +121,23 @@ async def test_a_session_whose_manager_goes_away_raises_session_lost(
                 await hold(way, manager)
     # The block's body was cancelled, and the one failure came out of it as it was.
     assert cancelled == [True]
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("10.0.0.5", ("10.0.0.5", 8081)),
+        ("traffic-manager.ambassador:9081", ("traffic-manager.ambassador", 9081)),
+        ("[fd00::5]:8081", ("fd00::5", 8081)),
+        ("[fd00::5]", ("fd00::5", 8081)),
+        ("fd00::5", ("fd00::5", 8081)),
+    ],
+)
+def test_direct_addresses(text: str, address: tuple[str, int]) -> None:
+    assert transport.parse_address(text) == address
+
+
+@pytest.mark.parametrize("text", ["", ":8081", "host:0", "host:70000", "host:http"])
+def test_bad_direct_addresses(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011  # the message is the user's, tested above
+        transport.parse_address(text)
