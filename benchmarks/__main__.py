@@ -9,6 +9,7 @@ BENCHMARKS = {
     "apiserver": "benchmarks.apiserver",
     "sandbox": "benchmarks.sandbox",
     "manager": "benchmarks.manager",
+    "connect": "benchmarks.connect",
 }
 
 

@@ -111,6 +111,13 @@ async def opener(arguments: argparse.Namespace) -> AsyncIterator[Opener]:
             return await anyio.connect_tcp(host, ECHO_PORT)
 
         yield connect
+    elif arguments.mode == "socks":
+        proxy_host, _, proxy_port = arguments.proxy.rpartition(":")
+
+        async def through_socks() -> anyio.abc.ByteStream:
+            return await socks5_connect(proxy_host, int(proxy_port), host, ECHO_PORT)
+
+        yield through_socks
     elif arguments.mode == "direct":
         async with (
             transport.direct(arguments.manager, "ambassador") as way,
@@ -124,6 +131,23 @@ async def opener(arguments: argparse.Namespace) -> AsyncIterator[Opener]:
             _through_manager(way, kube.bearer_token or "", host) as open_stream,
         ):
             yield open_stream
+
+
+async def socks5_connect(
+    proxy_host: str, proxy_port: int, host: str, port: int
+) -> anyio.abc.ByteStream:
+    """A stream to ``host:port`` through a SOCKS5 proxy (no authentication, CONNECT)."""
+    stream = await anyio.connect_tcp(proxy_host, proxy_port)
+    name = host.encode()
+    await stream.send(b"\x05\x01\x00")
+    await stream.send(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + port.to_bytes(2, "big"))
+    answer = b""
+    while len(answer) < 2 + 10:  # method choice, then a reply with an IPv4 BND.ADDR
+        answer += await stream.receive(12 - len(answer))
+    if answer[:2] != b"\x05\x00" or answer[3] != 0:
+        await stream.aclose()
+        raise SystemExit(f"the SOCKS proxy refused: {answer.hex()}")
+    return stream
 
 
 @asynccontextmanager
@@ -154,11 +178,12 @@ async def main(arguments: argparse.Namespace) -> dict[str, float]:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["tcp", "direct", "portforward"])
+    parser.add_argument("mode", choices=["tcp", "direct", "portforward", "socks"])
     parser.add_argument("--host", required=True, help="the echo pod's IP")
     parser.add_argument("--manager", help="direct: the manager pod's IP")
     parser.add_argument("--token", help="direct: the bearer token to arrive with")
     parser.add_argument("--context", help="portforward: the kubeconfig context")
+    parser.add_argument("--proxy", help="socks: the proxy's HOST:PORT")
     parser.add_argument("--mib", type=int, default=128)
     parser.add_argument("--streams", type=int, default=400)
     parser.add_argument("--round-trips", type=int, default=2000)

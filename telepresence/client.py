@@ -191,9 +191,14 @@ class Client:
         """
         if root_daemon is None:
             root_daemon = os.geteuid() == 0
-        if root_daemon:
-            await _process.ensure_running(_process.ROOT_DAEMON)
-        stub = await self._started_connector()
+        try:
+            async with anyio.create_task_group() as starting:  # both at once: each takes a while
+                if root_daemon:
+                    starting.start_soon(_process.ensure_running, _process.ROOT_DAEMON)
+                starting.start_soon(_process.ensure_running, _process.CONNECTOR)
+        except* errors.DaemonError as failed:
+            raise failed.exceptions[0] from None
+        stub = self._stub()
         request = pb.ConnectRequest(
             kubeconfig=self.kubeconfig or "",
             context=self.context or "",
@@ -256,11 +261,6 @@ class Client:
             raise errors.NotConnected("no user daemon runs: connect first")
         await call(stub.SetLogLevel, request, within=CALL_TIMEOUT, daemon="user daemon")
         await _root_call("SetLogLevel", request)
-
-    async def _started_connector(self) -> daemon_grpc.ConnectorStub:
-        """The user daemon, started when it does not run."""
-        await _process.ensure_running(_process.CONNECTOR)
-        return self._stub()
 
     async def _connector(self) -> daemon_grpc.ConnectorStub | None:
         """The user daemon; None when it does not run."""

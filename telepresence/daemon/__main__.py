@@ -1,8 +1,9 @@
-"""``python -m telepresence.daemon user|root [--detach] [--log-level LEVEL]``.
+"""``python -m telepresence.daemon user|root [--log-level LEVEL]``, and its ``--detach``.
 
-``--detach`` starts the daemon as a process of its own session (stdin from /dev/null, output
-appended to its log file), prints its process id and exits, without importing the daemon:
-that is how a client starts one (:func:`telepresence.daemon._process.ensure_running`).
+``--detach --log-file FILE`` starts the daemon as a process of its own session (stdin from
+/dev/null, output appended to FILE), prints its process id and exits at once, importing
+nothing of the daemon: that is how a client starts one
+(:func:`telepresence.daemon._process.ensure_running`).
 """
 
 from __future__ import annotations
@@ -17,23 +18,27 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m telepresence.daemon")
     parser.add_argument("kind", choices=["user", "root"])
     parser.add_argument("--detach", action="store_true")
+    parser.add_argument("--log-file")
     parser.add_argument("--log-level", default=None)
     arguments = parser.parse_args(argv)
     if arguments.detach:
-        return _detach(arguments.kind, argv)
-    from telepresence.daemon import run  # noqa: PLC0415  # not needed to detach
+        if not arguments.log_file:
+            parser.error("--detach needs --log-file")
+        return _detach(arguments)
+    from telepresence.daemon._main import run  # noqa: PLC0415  # not needed to detach
 
     return run(arguments.kind, arguments.log_level)
 
 
-def _detach(kind: str, argv: list[str]) -> int:
-    from telepresence.daemon._process import CONNECTOR, ROOT_DAEMON  # noqa: PLC0415
-
-    log_file = (CONNECTOR if kind == "user" else ROOT_DAEMON).log_file
-    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _detach(arguments: argparse.Namespace) -> int:
+    log_file = arguments.log_file
+    os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
+    command = [sys.executable, "-m", "telepresence.daemon", arguments.kind]
+    if arguments.log_level:
+        command += ["--log-level", arguments.log_level]
     with open(os.devnull, "rb") as stdin, open(log_file, "ab") as output:
-        process = subprocess.Popen(  # this interpreter, this module
-            [sys.executable, "-m", "telepresence.daemon", *(a for a in argv if a != "--detach")],
+        process = subprocess.Popen(
+            command,
             stdin=stdin,
             stdout=output,
             stderr=output,

@@ -234,7 +234,15 @@ def _start_locked(kind: DaemonKind, environment: dict[str, str] | None) -> bool:
         # Started through --detach, which starts the daemon in a session of its own and exits:
         # the daemon is then nobody's child here, and outlives this command without a trace.
         started = subprocess.run(  # our own interpreter and module
-            [sys.executable, "-m", "telepresence.daemon", kind.command, "--detach"],
+            [
+                sys.executable,
+                "-m",
+                "telepresence.daemon",
+                kind.command,
+                "--detach",
+                "--log-file",
+                str(log_file),
+            ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             env={**os.environ, **(environment or {})},
