@@ -43,7 +43,7 @@ from telepresence.config._namespace import (
     NamespaceSource,
     manager_namespace,
 )
-from telepresence.config._paths import (
+from telepresence.paths import (
     PrivateDirectoryError,
     cache_dir,
     config_dir,

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from telepresence.config._model import Config, describe
-from telepresence.config._paths import config_path
+from telepresence.paths import config_path
 
 if TYPE_CHECKING:
     from pathlib import Path

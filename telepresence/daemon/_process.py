@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from telepresence import errors
-from telepresence.config import ensure_private_dir, logs_dir, runtime_dir
+from telepresence.paths import ensure_private_dir, logs_dir, runtime_dir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,4 +1,5 @@
-"""Where the client keeps its files, by the XDG Base Directory Specification.
+"""Where the client keeps its files, by the XDG Base Directory Specification (also exported by
+:mod:`telepresence.config`; this module imports nothing heavy, for the CLI's start).
 
 - configuration: ``$XDG_CONFIG_HOME/telepresence`` (``~/.config/telepresence``), holding
   ``config.yml``;
