@@ -250,17 +250,20 @@ def version(output: OutputOption = Output.text) -> None:
 def loglevel(
     level: Annotated[str, typer.Argument(metavar="trace|debug|info|warning|error")],
     duration: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--duration", "-d", help="For how long (e.g. 30m); 0: until the daemons stop."
+            "--duration",
+            "-d",
+            help="For how long (e.g. 30m). Default: until the daemons stop.",
+            show_default=False,
         ),
-    ] = "0",
+    ] = None,
 ) -> None:
     """Set the daemons' log level."""
     from telepresence.cli import parse_duration  # noqa: PLC0415
 
     try:
-        seconds = parse_duration(duration)
+        seconds = parse_duration(duration) if duration else 0.0
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--duration") from None
 

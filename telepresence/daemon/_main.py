@@ -30,9 +30,9 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 
-def run(kind_name: str, log_level: str | None = None) -> int:
-    """Run the ``user`` or ``root`` daemon until it is told to stop; the exit status."""
-    kind = _process.CONNECTOR if kind_name == "user" else _process.ROOT_DAEMON
+def run(kind: DaemonKind, log_level: str | None = None) -> int:
+    """Run the daemon until it is told to stop (its instance lock taken already); the exit
+    status."""
     try:
         config, warnings = load_config()
     except ConfigError as error:
@@ -44,7 +44,6 @@ def run(kind_name: str, log_level: str | None = None) -> int:
     for warning in warnings:
         log.warning("%s", warning)
     try:
-        _process.take_instance_lock(kind)
         anyio.run(_serve, kind, backend="asyncio", backend_options=_backend_options())
     except errors.DaemonError as error:
         log.error("%s", error)

@@ -52,6 +52,8 @@ __all__ = [
     "take_instance_lock",
     "is_answering",
     "is_running",
+    "spawn",
+    "spawn_missing",
 ]
 
 #: Log files rotate at this size, keeping this many old ones.
@@ -223,45 +225,53 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def spawn(kind: DaemonKind, environment: dict[str, str] | None = None) -> int:
+    """Start the daemon as a process of its own session (stdin from /dev/null, output appended
+    to its log) and return its pid, without waiting: it outlives this process, and the
+    daemon itself refuses to run twice (its instance lock)."""
+    log_file = kind.log_file
+    ensure_private_dir(log_file.parent)
+    with open(os.devnull, "rb") as stdin, open(log_file, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "telepresence.daemon", kind.command],
+            stdin=stdin,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, **(environment or {})},
+        )
+    # Never waited for: it lives on after this process, which init then reaps it for.
+    process.returncode = 0  # so that Popen does not warn about a child still running
+    return process.pid
+
+
+def spawn_missing(kinds: list[DaemonKind]) -> None:
+    """Start each of these daemons that does not run yet, without waiting for any: what
+    ``telepresence connect`` does first, so that the daemons start while the CLI does."""
+    for kind in kinds:
+        with contextlib.suppress(OSError, errors.DaemonError):
+            ensure_private_dir(kind.socket.parent)
+            if not is_running(kind):
+                spawn(kind)
+
+
 def _start_locked(kind: DaemonKind, environment: dict[str, str] | None) -> bool:
-    """With the start lock held: check again, start, wait for the socket (in a thread: the
-    lock and the wait are blocking calls)."""
+    """With the start lock held: check again, start unless one is starting already, and wait
+    for the socket (in a thread: the lock and the wait are blocking calls)."""
     with _locked(kind.socket.with_suffix(".start"), wait=True):
         if anyio.from_thread.run(is_answering, kind):
             return False  # another command started it while this one waited
-        log_file = kind.log_file
-        ensure_private_dir(log_file.parent)
-        # Started through --detach, which starts the daemon in a session of its own and exits:
-        # the daemon is then nobody's child here, and outlives this command without a trace.
-        started = subprocess.run(  # our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "telepresence.daemon",
-                kind.command,
-                "--detach",
-                "--log-file",
-                str(log_file),
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env={**os.environ, **(environment or {})},
-            check=False,
-        )
-        if started.returncode != 0:
-            raise errors.DaemonError(
-                f"the {kind.title} could not be started: "
-                f"{started.stderr.decode(errors='replace').strip() or started.returncode}"
-            )
-        pid = int(started.stdout)
+        # One that holds its instance lock is starting (the daemon takes it first thing).
+        pid = None if is_running(kind) else spawn(kind, environment)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if anyio.from_thread.run(is_answering, kind):
-                return True
-            if not _alive(pid):
-                raise errors.DaemonError(f"the {kind.title} exited at start; see {log_file}")
-            time.sleep(0.02)
+                return pid is not None
+            if pid is not None and not _alive(pid) and not is_running(kind):
+                raise errors.DaemonError(f"the {kind.title} exited at start; see {kind.log_file}")
+            time.sleep(0.01)
         raise errors.DaemonError(
             f"the {kind.title} did not open {kind.socket} within {START_TIMEOUT:g} s; "
-            f"see {log_file}"
+            f"see {kind.log_file}"
         )
