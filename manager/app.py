@@ -207,6 +207,7 @@ async def run(
                             cluster=cluster.latest,
                             client_config=config.client,
                             dns=dns,
+                            trust_port_forward=settings.trust_port_forward,
                         )
                     ]
                 )

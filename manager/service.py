@@ -21,6 +21,7 @@ Intercepts and agents arrive in a later milestone: ``ArriveAsAgent`` answers
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ PRODUCT = "traffic-manager"
 LOOKUP_TIMEOUT = 5.0
 #: Limits on the free-form fields of an arrival.
 MAX_NAME = 256
+#: The user a client is taken for that came in through a port-forward without a token.
+PORT_FORWARD_USER = "system:port-forward"
 MAX_DNS_NAME = 254
 NOT_FOUND_MESSAGE = "unknown session (never created, expired or departed): arrive again"
 
@@ -67,6 +70,9 @@ class ManagerService(manager_grpc.ManagerBase):
         client_config: The chart's ``client`` block.
         dns: Resolves names in the cluster for clients.
         version: The version this manager reports.
+        trust_port_forward: Let a client that arrives without a token through the pod's
+            loopback in: only a port-forward (or the manager itself) connects there, and the
+            API server authorized the port-forward already. In a pod only.
     """
 
     def __init__(
@@ -78,7 +84,9 @@ class ManagerService(manager_grpc.ManagerBase):
         client_config: ClientConfig,
         dns: ClusterDNS,
         version: str = telepresence.__version__,
+        trust_port_forward: bool = False,
     ) -> None:
+        self._trust_port_forward = trust_port_forward
         self._sessions = sessions
         self._authenticator = authenticator
         self._cluster = cluster
@@ -99,7 +107,12 @@ class ManagerService(manager_grpc.ManagerBase):
                 )
         token = info.bearer_token if info.WhichOneof("credentials") == "bearer_token" else ""
         try:
-            user = await self._authenticator.authenticate(token)
+            if not token and self._trust_port_forward and _through_loopback(stream):
+                # A kubeconfig user without a token (a client certificate): the API server
+                # authenticated them and authorized the port-forward that this came through.
+                user = auth.User(name=PORT_FORWARD_USER)
+            else:
+                user = await self._authenticator.authenticate(token)
         except auth.Unauthenticated as error:
             raise GRPCError(Status.UNAUTHENTICATED, str(error)) from None
         except auth.PermissionDenied as error:
@@ -200,6 +213,20 @@ async def _request[Request](stream: Stream[Request, Any]) -> Request:
     if request is None:
         raise GRPCError(Status.INVALID_ARGUMENT, "no request message")
     return request
+
+
+def _through_loopback(stream: Stream[Any, Any]) -> bool:
+    """Whether the call came in on the pod's loopback (through a port-forward)."""
+    address = stream.peer.addr()
+    if not address:
+        return False
+    try:
+        peer = ipaddress.ip_address(address[0])
+    except ValueError:
+        return False
+    # A dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+    mapped = getattr(peer, "ipv4_mapped", None)
+    return (mapped or peer).is_loopback
 
 
 async def _cancel_when_ended(session: Session, scope: anyio.CancelScope) -> None:

@@ -52,6 +52,8 @@ class Settings:
     Attributes:
         bind_host: Where the listeners bind; None binds every address (IPv4 and IPv6).
         shutdown_grace: Seconds a SIGTERM leaves open streams to finish before they are cut.
+        trust_port_forward: Let clients without a token in through the pod's loopback (what a
+            port-forward reaches), as the API server authorized them; on in a pod.
     """
 
     log_level: int = logging.INFO
@@ -66,6 +68,7 @@ class Settings:
     kubeconfig: Path | None = None
     bind_host: str | None = None
     shutdown_grace: float = 10.0
+    trust_port_forward: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +85,8 @@ class Settings:
             tls_dir=Path(env.get("TLS_DIR") or "/var/run/secrets/traffic-manager-tls"),
             kubernetes_service_host=env.get("KUBERNETES_SERVICE_HOST") or None,
             kubeconfig=Path(env["KUBECONFIG"]) if env.get("KUBECONFIG") else None,
+            # In a pod, only a port-forward reaches the manager's loopback.
+            trust_port_forward=bool(env.get("KUBERNETES_SERVICE_HOST")),
         )
 
 

@@ -361,12 +361,15 @@ class Connection:
         name = default_client_name()
         async with Kube.open(target) as kube:
             token = kube.bearer_token
-            if token is None:
+            if token is None and plan.transport == "direct":
                 raise errors.ManagerRefused(
                     f"the kubeconfig's user for context {plan.context} has no bearer token "
-                    "(it authenticates with a client certificate or a password); the "
-                    "traffic-manager checks a token: use a context whose user has one"
+                    "(it authenticates with a client certificate or a password), and over "
+                    "--transport direct the traffic-manager checks a token: use the "
+                    "portforward transport, or a context whose user has a token"
                 )
+            # Without a token (a client certificate), the port-forward is the credential:
+            # the API server authorized it, and the manager lets its loopback in.
             way_cm = (
                 transport.direct(plan.manager_address, plan.manager_namespace)
                 if plan.transport == "direct"
@@ -374,7 +377,9 @@ class Connection:
             )
             async with (
                 way_cm as way,
-                open_session(way, token=token, name=name, namespace=plan.namespace) as session,
+                open_session(
+                    way, token=token or "", name=name, namespace=plan.namespace
+                ) as session,
             ):
                 self._way = (plan.transport, way.manager_pod)
                 yield session

@@ -253,6 +253,7 @@ async def start_manager(
     files: Mapping[str, Any] | None = None,
     collaborators: app.Collaborators | None = None,
     shutdown_grace: float = 5.0,
+    trust_port_forward: bool = False,
 ) -> AsyncIterator[ManagerClient]:
     """Run a manager until the block ends (then shut it down gracefully, and wait).
 
@@ -281,6 +282,7 @@ async def start_manager(
         config_dir=config_dir,
         bind_host="127.0.0.1",
         shutdown_grace=shutdown_grace,
+        trust_port_forward=trust_port_forward,
     )
     async with contextlib.AsyncExitStack() as stack:
         if extras.resolver is None:

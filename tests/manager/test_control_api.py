@@ -130,6 +130,26 @@ async def test_no_credentials_is_unauthenticated(manager: ManagerClient) -> None
     assert "bearer_token" in (raised.value.message or "")
 
 
+async def test_in_a_pod_no_token_through_the_loopback_is_a_port_forward(
+    cluster: Cluster, tmp_path: Path, manager_identity: tls.Identity, ca: tls.Identity
+) -> None:
+    # In a pod (trust_port_forward), only a port-forward reaches the loopback, which the API
+    # server authorized: a client without a token (a client certificate's user) arrives.
+    async with start_manager(
+        cluster, tmp_path, manager_identity, ca, trust_port_forward=True
+    ) as manager:
+        session = await manager.stub.ArriveAsClient(pb.ClientInfo(name="cert-user"), timeout=5)
+        assert session.session_id
+        arrived = manager.running.sessions.get(session.session_id)
+        assert arrived.user.name == "system:port-forward"
+        # A token is still checked when there is one.
+        with pytest.raises(GRPCError) as raised:
+            await manager.stub.ArriveAsClient(
+                pb.ClientInfo(name="x", bearer_token="not-a-token"), timeout=5
+            )
+        assert raised.value.status is Status.UNAUTHENTICATED
+
+
 async def test_a_user_without_port_forward_is_denied(
     manager: ManagerClient, cluster: Cluster
 ) -> None:

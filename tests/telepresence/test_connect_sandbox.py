@@ -432,3 +432,25 @@ def test_the_other_commands(connected: Laptop, tmp_path: Path) -> None:
     assert "daemons/connector.log" in names
     assert "daemons/daemon.log" in names
     assert any(name.startswith("traffic-manager/traffic-manager-") for name in names)
+
+
+def test_a_client_certificate_user_connects_through_the_port_forward(
+    laptop: Laptop, tmp_path: Path
+) -> None:
+    # The sandbox context's admin authenticates with a client certificate: no token to hand
+    # the traffic-manager, whose loopback only the (authorized) port-forward reaches.
+    other = Laptop(laptop.sandbox, tmp_path)
+    try:
+        done = other.telepresence("connect", "--context", "sandbox", "-n", "default")
+        assert done.returncode == 0, done.stderr
+        assert other.status()["state"] == "connected"
+        direct = other.telepresence("quit")
+        assert direct.returncode == 0
+        refused = other.telepresence(
+            "connect", "--context", "sandbox", "--transport", "direct",
+            "--manager-address", "10.244.0.2",
+        )  # fmt: skip
+        assert refused.returncode == 10, refused.stderr
+        assert "use the portforward transport" in refused.stderr
+    finally:
+        assert other.telepresence("quit", "-s").returncode == 0

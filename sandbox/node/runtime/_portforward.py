@@ -49,9 +49,16 @@ SPDY_PORTFORWARD = (
 )
 
 
-async def serve_portforward(http: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
+async def serve_portforward(
+    http: web.Request, pod: dict[str, Any], netns: str | None = None
+) -> web.StreamResponse:
     """Answer a ``pods/portforward`` request: forward each port until every pod connection
-    has ended or the client goes away."""
+    has ended or the client goes away.
+
+    As containerd does, each connection is dialled to ``127.0.0.1:PORT`` inside the pod's
+    network namespace ``netns`` (so the pod sees it come from its loopback, and a port bound
+    to the loopback only is reachable); without one, to the pod's IP.
+    """
     if speaks_spdy(http):
         raise errors.bad_request(SPDY_PORTFORWARD)
     ports = parse_ports(http.query.getall("ports", []))
@@ -59,7 +66,7 @@ async def serve_portforward(http: web.Request, pod: dict[str, Any]) -> web.Strea
         name, namespace = pod_name(pod), pod.get("metadata", {}).get("namespace", "")
         raise errors.bad_request(f'pod not found ("{name}_{namespace}"): it has no IP yet')
     async with channel_websocket(http, "portforward", PORTFORWARD_PROTOCOLS) as ws:
-        forwards = [PortForward(ws, index, port, pod) for index, port in enumerate(ports)]
+        forwards = [PortForward(ws, index, port, pod, netns) for index, port in enumerate(ports)]
         try:
             for forward in forwards:
                 await forward.open_channels()
@@ -108,8 +115,16 @@ def parse_ports(values: Sequence[str]) -> list[int]:
 class PortForward:
     """One forwarded port: a connection to the pod and its two channels on the WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, index: int, port: int, pod: Mapping[str, Any]):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        index: int,
+        port: int,
+        pod: Mapping[str, Any],
+        netns: str | None = None,
+    ):
         self.ws = ws
+        self.netns = netns
         self.port = port
         self.data_channel = 2 * index
         self.error_channel = 2 * index + 1
@@ -180,14 +195,20 @@ class PortForward:
             self.socket.close()
             self.socket = None
 
+    def _ip(self) -> str:
+        return "127.0.0.1" if self.netns else pod_ip(self.pod)
+
     def _address(self) -> str:
-        ip = pod_ip(self.pod)
+        ip = self._ip()
         return f"[{ip}]:{self.port}" if ":" in ip else f"{ip}:{self.port}"
 
     async def _dial(self) -> socket.socket:
-        ip = pod_ip(self.pod)
+        ip = self._ip()
         family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        if self.netns:
+            sock = await anyio.to_thread.run_sync(_socket_in, self.netns, family)
+        else:
+            sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -218,3 +239,22 @@ async def _forward_from_client(
         if not is_error_channel and index < len(forwards):
             await forwards[index].deliver(memoryview(data)[1:])
     scope.cancel()
+
+
+def _socket_in(netns: str, family: socket.AddressFamily) -> socket.socket:
+    """A TCP socket of the network namespace ``netns`` (a socket stays in the namespace it was
+    made in): made by this worker thread after it entered the namespace, which it leaves
+    again before it returns."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.setns(target, os.CLONE_NEWNET)
+            try:
+                return socket.socket(family, socket.SOCK_STREAM)
+            finally:
+                os.setns(own, os.CLONE_NEWNET)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)

@@ -20,6 +20,8 @@ from sandbox.node.runtime._portforward import serve_portforward
 from sandbox.node.runtime._proxy import serve_proxy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from sandbox.node.runtime._pods import Containers
 
 
@@ -46,7 +48,15 @@ class PodRuntime:
 
     async def portforward(self, http: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
         """``pods/NAME/portforward``: TCP to the pod's ports over the port-forward protocol."""
-        return await serve_portforward(http, pod)
+        return await serve_portforward(http, pod, self._network_namespace(pod))
+
+    def _network_namespace(self, pod: Mapping[str, Any]) -> str | None:
+        """The pod's network namespace, through any of its running containers."""
+        for container in pod.get("spec", {}).get("containers", []):
+            pid = self.containers.container_pid(pod, container.get("name", ""))
+            if pid is not None:
+                return f"/proc/{pid}/ns/net"
+        return None
 
     async def proxy(self, http: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
         """``pods/[SCHEME:]NAME[:PORT]/proxy[/PATH]``: one plain HTTP request to the pod."""
