@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from sandbox.cluster.daemon import prefix_for
 from tests.sandbox.test_cluster import Sandbox, wait_for
 from tests.telepresence.test_helm_sandbox import TELEPRESENCE
 
@@ -454,3 +455,42 @@ def test_a_client_certificate_user_connects_through_the_port_forward(
         assert "use the portforward transport" in refused.stderr
     finally:
         assert other.telepresence("quit", "-s").returncode == 0
+
+
+def test_the_direct_transport_from_inside_the_cluster_network(
+    laptop: Laptop, tmp_path: Path
+) -> None:
+    # A CI runner in the cluster's network: the node's namespace reaches the manager pod's
+    # address, so --transport direct skips the port-forward.
+    node = prefix_for(laptop.sandbox.directory) + "node0"
+    manager = laptop.sandbox.get("pods", "-n", "ambassador", "-l", "app=traffic-manager")
+    address = manager["items"][0]["status"]["podIP"]
+    environment = [
+        f"XDG_RUNTIME_DIR={tmp_path / 'run'}",
+        f"XDG_CACHE_HOME={tmp_path / 'cache'}",
+        f"XDG_CONFIG_HOME={tmp_path / 'config'}",
+        f"KUBECONFIG={laptop.sandbox.directory / 'kubeconfig'}",
+    ]
+
+    def in_node(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", node, "env", *environment, *command],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    try:
+        done = in_node(
+            TELEPRESENCE, "connect", "--context", DEVELOPER, "-n", "default",
+            "--transport", "direct", "--manager-address", address, "--socks", "1082",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        status = json.loads(in_node(TELEPRESENCE, "status", "-o", "json").stdout)
+        assert (status["state"], status["transport"]) == ("connected", "direct")
+        assert status["root_data_plane"] == "connected"
+        answer = in_node(
+            "curl", "-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:1082",
+            "http://web:8080/",
+        )  # fmt: skip
+        assert answer.stdout.startswith("pod: web\n"), answer.stderr
+    finally:
+        assert in_node(TELEPRESENCE, "quit", "-s").returncode == 0
