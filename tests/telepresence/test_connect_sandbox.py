@@ -27,6 +27,7 @@ import yaml
 from sandbox.cluster.daemon import prefix_for
 from tests.sandbox.test_cluster import Sandbox, wait_for
 from tests.telepresence.test_helm_sandbox import TELEPRESENCE
+from tests.telepresence.test_session_sandbox import DEVELOPER_BINDING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(300)
 
 DEVELOPER = "sandbox-developer"
-DEVELOPER_BINDING = (
-    "clientRbac.create=true,clientRbac.subjects[0].kind=User,"
-    "clientRbac.subjects[0].name=developer,"
-    "clientRbac.subjects[0].apiGroup=rbac.authorization.k8s.io"
-)
 WEB = """\
 apiVersion: v1
 kind: Pod
