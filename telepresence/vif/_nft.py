@@ -1,0 +1,263 @@
+"""The root daemon's nftables table: one table of its own, replaced and removed atomically.
+
+All of the daemon's packet rewriting lives in the table ``ip telepresence`` (:data:`TABLE`),
+which nothing else touches, so that the daemon never edits rules it does not own and a crash
+leaves one thing to clean up. The table is written and read through ``nft -j`` (libnftables'
+JSON), never by parsing nft's text output, and each write is one transaction: ``nft -f``
+commits the whole batch or none of it.
+
+**The rules.** Two named interval sets hold the addresses: ``cluster`` (pod and service
+subnets and also-proxy) and ``never`` (never-proxy, which wins even inside ``cluster``), so the
+rules stay the same few whatever the number of subnets. Three base chains, each starting with
+``ip daddr @never return``:
+
+- ``output_nat`` (nat, output, dstnat -100): TCP to ``@cluster`` is redirected to the daemon's
+  listener on ``127.0.0.1:tcp_port``; the kernel keeps the original destination in conntrack,
+  where the daemon reads it with ``getsockopt(SOL_IP, SO_ORIGINAL_DST)``.
+- ``output_route`` (route, output, mangle -150): UDP to ``@cluster`` gets the fwmark ``mark``;
+  a ``route`` chain re-runs the routing decision after a mark changes, so the policy rule
+  ``fwmark mark lookup T`` (with ``local 0.0.0.0/0 dev lo`` in table T, set up with the VIF's
+  routes) sends the datagram back in through ``lo``.
+- ``prerouting_tproxy`` (filter, prerouting, mangle -150): that marked UDP, arriving on ``lo``,
+  is handed by ``tproxy`` to the daemon's ``IP_TRANSPARENT`` socket on ``127.0.0.1:udp_port``
+  with its destination unchanged (``IP_RECVORIGDSTADDR`` gives it back).
+
+**Replacing.** :func:`ruleset` starts with ``add table``, ``delete table``, ``add table``: the
+first makes the delete valid whether or not the table exists, so applying always replaces the
+previous version (a stale one left by a killed daemon included) in the same transaction that
+installs the new one; there is no moment without rules, and a refused ruleset leaves the old
+table as it was.
+
+nft refuses overlapping elements in an interval set ("conflicting intervals specified"), and
+also-proxy subnets commonly lie inside a pod or service subnet, so each set is collapsed
+(:func:`ipaddress.collapse_addresses`) before it is written.
+
+The calls block (``nft`` is a short-lived process); the daemon runs them in a worker thread.
+``netns`` runs ``nft`` inside a named network namespace (``ip netns exec``), for tests and the
+sandbox's workstation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "FAMILY",
+    "TABLE",
+    "NftError",
+    "Redirection",
+    "apply",
+    "delete",
+    "exists",
+    "listed",
+    "ruleset",
+]
+
+#: The address family of the table: IPv4 only, like the daemon's listeners.
+FAMILY = "ip"
+#: The name of the daemon's table.
+TABLE = "telepresence"
+#: The program, looked up on ``PATH``.
+NFT = "nft"
+#: How long one ``nft`` run may take; it normally takes milliseconds.
+TIMEOUT = 10.0
+
+#: The sets' names, as the rules reference them (``@cluster``).
+CLUSTER_SET = "cluster"
+NEVER_SET = "never"
+
+
+class NftError(Exception):
+    """``nft`` failed or refused the input; the message is nft's own, or why it did not run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redirection:
+    """What the table sends where.
+
+    Zero ports and a zero mark are refused here, because nft accepts them and they mean
+    something else (``redirect to :0``; ``meta mark 0`` matches every unmarked packet). Other
+    range limits (ports up to 65535, marks up to 2**32 - 1) are nft's to enforce.
+    """
+
+    #: Routed to the cluster: pod and service subnets, and also-proxy.
+    subnets: tuple[ipaddress.IPv4Network, ...]
+    #: Never-proxy: excluded, even inside ``subnets``.
+    never: tuple[ipaddress.IPv4Network, ...]
+    #: The daemon's TCP listener on 127.0.0.1 (the ``redirect`` target).
+    tcp_port: int
+    #: The daemon's UDP ``tproxy`` listener on 127.0.0.1.
+    udp_port: int
+    #: The fwmark of UDP to ``subnets``, which the policy routing rule matches.
+    mark: int
+
+    def __post_init__(self) -> None:
+        for name in ("tcp_port", "udp_port", "mark"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"Redirection.{name} must not be 0")
+
+
+# --- the ruleset: pure data ------------------------------------------------------------------
+
+
+def _daddr_in(set_name: str) -> dict[str, Any]:
+    return {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "right": f"@{set_name}",
+        }
+    }
+
+
+def _l4proto(protocol: str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}}
+
+
+def _mark_is(mark: int) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": mark}}
+
+
+def _set_mark(mark: int) -> dict[str, Any]:
+    return {"mangle": {"key": {"meta": {"key": "mark"}}, "value": mark}}
+
+
+def _elements(networks: Iterable[ipaddress.IPv4Network]) -> list[dict[str, Any]]:
+    return [
+        {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
+        for network in ipaddress.collapse_addresses(networks)
+    ]
+
+
+def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
+    """The ``nft -j`` input that (re)creates the table in one transaction.
+
+    Args:
+        redirection: the subnets, listeners and mark to write into the rules.
+        table: the table's name (another one only for tests that want two).
+
+    Returns:
+        ``{"nftables": [...]}``: replace the table, then its sets, chains and rules.
+    """
+    where = {"family": FAMILY, "table": table}
+
+    def base_chain(name: str, kind: str, hook: str, priority: int) -> dict[str, Any]:
+        chain = {"name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
+        return {"add": {"chain": {**where, **chain}}}
+
+    def interval_set(name: str, networks: Sequence[ipaddress.IPv4Network]) -> dict[str, Any]:
+        content: dict[str, Any] = {"name": name, "type": "ipv4_addr", "flags": ["interval"]}
+        if networks:  # nft refuses an empty "elem" array ("Invalid set elem expression")
+            content["elem"] = _elements(networks)
+        return {"add": {"set": {**where, **content}}}
+
+    def rule(chain: str, *expressions: dict[str, Any]) -> dict[str, Any]:
+        return {"add": {"rule": {**where, "chain": chain, "expr": list(expressions)}}}
+
+    never_return = (_daddr_in(NEVER_SET), {"return": None})
+    cluster = _daddr_in(CLUSTER_SET)
+    table_id = {"family": FAMILY, "name": table}
+    return {
+        "nftables": [
+            {"add": {"table": table_id}},
+            {"delete": {"table": table_id}},
+            {"add": {"table": table_id}},
+            interval_set(CLUSTER_SET, redirection.subnets),
+            interval_set(NEVER_SET, redirection.never),
+            base_chain("output_nat", "nat", "output", -100),
+            rule("output_nat", *never_return),
+            rule(
+                "output_nat",
+                cluster,
+                _l4proto("tcp"),
+                {"redirect": {"port": redirection.tcp_port}},
+            ),
+            base_chain("output_route", "route", "output", -150),
+            rule("output_route", *never_return),
+            rule("output_route", cluster, _l4proto("udp"), _set_mark(redirection.mark)),
+            base_chain("prerouting_tproxy", "filter", "prerouting", -150),
+            rule("prerouting_tproxy", *never_return),
+            rule(
+                "prerouting_tproxy",
+                cluster,
+                _l4proto("udp"),
+                _mark_is(redirection.mark),
+                {"tproxy": {"addr": "127.0.0.1", "port": redirection.udp_port}},
+                _set_mark(redirection.mark),
+                {"accept": None},
+            ),
+        ]
+    }
+
+
+# --- running nft -----------------------------------------------------------------------------
+
+
+def _nft(*arguments: str, netns: str | None, stdin: str | None = None) -> str:
+    argv = [NFT, "-j", *arguments]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    try:
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise NftError(f"{' '.join(argv)} did not finish within {TIMEOUT:g}s") from error
+    except OSError as error:
+        raise NftError(f"cannot run {argv[0]}: {error}") from error
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip()
+        raise NftError(message or f"{' '.join(argv)} exited with {result.returncode}")
+    return result.stdout
+
+
+def _transaction(commands: dict[str, Any], netns: str | None) -> None:
+    _nft("-f", "-", netns=netns, stdin=json.dumps(commands))
+
+
+def apply(redirection: Redirection, *, netns: str | None = None) -> None:
+    """Replace the daemon's table (or create it) with the rules for ``redirection``.
+
+    Raises:
+        NftError: nft refused the ruleset (its message says why; the table is as it was) or
+            could not run.
+    """
+    _transaction(ruleset(redirection), netns)
+
+
+def exists(*, netns: str | None = None) -> bool:
+    """Whether the daemon's table is there."""
+    output = json.loads(_nft("list", "tables", FAMILY, netns=netns))
+    return any(item.get("table", {}).get("name") == TABLE for item in output.get("nftables", ()))
+
+
+def delete(*, netns: str | None = None) -> bool:
+    """Delete the daemon's table if it is there: at quit, and at start for a stale one.
+
+    Returns:
+        Whether there was a table to delete.
+    """
+    existed = exists(netns=netns)
+    # "add" first, as in ruleset(): the delete is then valid whether or not the table exists.
+    table_id = {"family": FAMILY, "name": TABLE}
+    _transaction(
+        {"nftables": [{"add": {"table": table_id}}, {"delete": {"table": table_id}}]}, netns
+    )
+    return existed
+
+
+def listed(*, netns: str | None = None) -> dict[str, Any]:
+    """The daemon's table as ``nft -j list table`` gives it: ``{"nftables": [...]}``.
+
+    Raises:
+        NftError: there is no such table, or nft could not run.
+    """
+    listing: dict[str, Any] = json.loads(_nft("list", "table", FAMILY, TABLE, netns=netns))
+    return listing
