@@ -36,7 +36,7 @@ from grpclib.client import Channel
 import telepresence
 from telepresence import errors
 from telepresence.daemon import _process
-from telepresence.daemon._rpc import call
+from telepresence.daemon._rpc import call, call_root_daemon
 from telepresence.wire.proto import daemon_grpc
 from telepresence.wire.proto import daemon_pb2 as pb
 
@@ -301,17 +301,7 @@ async def _quietly(call_: Any) -> None:
 
 async def _root_call(method: str, request: Any) -> object:
     """Call the root daemon; None when it does not run."""
-    if not await _process.is_answering(_process.ROOT_DAEMON):
-        return None
-    channel = Channel(path=str(_process.ROOT_DAEMON.socket))
-    try:
-        stub = daemon_grpc.DaemonStub(channel)
-        reply: object = await call(
-            getattr(stub, method), request, within=CALL_TIMEOUT, daemon="root daemon"
-        )
-        return reply
-    finally:
-        channel.close()
+    return await call_root_daemon(method, request, within=CALL_TIMEOUT)
 
 
 async def _stop_root_daemon() -> None:

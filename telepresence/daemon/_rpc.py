@@ -14,9 +14,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from grpclib import GRPCError, Status
+from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
 
 from telepresence import errors
+from telepresence.daemon import _process
+from telepresence.wire.proto import daemon_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from grpclib.client import UnaryUnaryMethod
     from grpclib.server import Stream
 
-__all__ = ["call", "unary"]
+__all__ = ["call", "call_root_daemon", "unary"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +97,18 @@ async def call[Request, Reply](
     if reply is None:
         raise errors.DaemonError(f"the {daemon} ended the call without an answer")
     return reply
+
+
+async def call_root_daemon(method: str, request: Any, *, within: float) -> object:
+    """Call ``method`` of the root daemon if one answers (None when none runs): the user
+    daemon and the client both reach it this way, each with a channel of its own per call."""
+    if not await _process.is_answering(_process.ROOT_DAEMON):
+        return None
+    channel = Channel(path=str(_process.ROOT_DAEMON.socket))
+    try:
+        stub = daemon_grpc.DaemonStub(channel)
+        reply: object = await call(getattr(stub, method), request, within=within,
+                                   daemon="root daemon")  # fmt: skip
+        return reply
+    finally:
+        channel.close()

@@ -91,8 +91,7 @@ class RootDaemon(daemon_grpc.DaemonBase):
 
     @unary
     async def Quit(self, request: Empty) -> Empty:
-        async with self._lock:
-            self._drop()
+        await self.disconnect()
         self._stop.set()
         return Empty()
 

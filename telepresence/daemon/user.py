@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 from google.protobuf.empty_pb2 import Empty
-from grpclib.client import Channel
 
 import telepresence
 from telepresence import config as client_config
 from telepresence import errors, transport
 from telepresence.daemon import _process
-from telepresence.daemon._rpc import call, unary
+from telepresence.daemon._rpc import call_root_daemon, unary
 from telepresence.kube import Forbidden, Kube, KubeError, KubeTarget, PortForwardError
 from telepresence.session import (
     ManagerSession,
@@ -63,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between attempts to arrive again: doubling from the first to the last.
 BACKOFF_FIRST, BACKOFF_LAST = 0.25, 8.0
+#: Seconds a call of the root daemon may take (Connect opens its data plane).
+ROOT_CALL_TIMEOUT = 30.0
 #: DNS query types whose answers are addresses.
 _A, _AAAA = 1, 28
 _TRANSPORTS = ("portforward", "direct")
@@ -551,8 +552,6 @@ def _translated(error: Exception, plan: Plan) -> errors.TelepresenceError:
 
 
 async def _root_status() -> pb.RootStatus | None:
-    if not await _process.is_answering(_process.ROOT_DAEMON):
-        return None
     with contextlib.suppress(errors.TelepresenceError):
         status = await _root_call("Status")
         return status if isinstance(status, pb.RootStatus) else None
@@ -561,17 +560,6 @@ async def _root_status() -> pb.RootStatus | None:
 
 async def _root_call(method: str, request: object = None) -> object:
     """Call the root daemon if one answers; None when none runs."""
-    path = _process.ROOT_DAEMON.socket
-    if not await _process.is_answering(_process.ROOT_DAEMON):
-        return None
-    channel = Channel(path=str(path))
-    try:
-        stub = daemon_grpc.DaemonStub(channel)
-        return await call(
-            getattr(stub, method),
-            request if request is not None else Empty(),
-            within=30,
-            daemon="root daemon",
-        )
-    finally:
-        channel.close()
+    return await call_root_daemon(
+        method, request if request is not None else Empty(), within=ROOT_CALL_TIMEOUT
+    )
