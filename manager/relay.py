@@ -157,24 +157,10 @@ async def relay_tcp(stream: shell.MuxStream, target: anyio.abc.ByteStream) -> No
     have finished, or either breaks; closes both."""
     broken: list[BaseException] = []
     finished = False
-
-    async def pipe(
-        source: anyio.abc.ByteReceiveStream,
-        sink: anyio.abc.ByteStream,
-        scope: anyio.CancelScope,
-    ) -> None:
-        try:
-            async for chunk in source:
-                await sink.send(chunk)
-            await sink.send_eof()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
-            broken.append(error)
-            scope.cancel()
-
     try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(pipe, stream, target, tasks.cancel_scope, name="client to destination")
-            tasks.start_soon(pipe, target, stream, tasks.cancel_scope, name="destination to client")
+        await shell.splice(
+            stream, target, broken, names=("client to destination", "destination to client")
+        )
         finished = not broken
     finally:
         with anyio.CancelScope(shield=True):

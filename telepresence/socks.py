@@ -63,7 +63,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteStream
 
 from telepresence.wire.mux import ResetReason
-from telepresence.wire.shell import StreamResetError
+from telepresence.wire.shell import StreamResetError, splice
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -568,21 +568,12 @@ async def _close_gently(stream: BufferedByteStream, response: bytes) -> None:
 
 async def _relay(client: anyio.abc.ByteStream, target: anyio.abc.ByteStream) -> None:
     """Move bytes both ways until both directions have ended, or either side broke."""
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_pipe, client, target, tasks.cancel_scope, name="proxy client to cluster")
-        tasks.start_soon(_pipe, target, client, tasks.cancel_scope, name="cluster to proxy client")
-
-
-async def _pipe(
-    source: anyio.abc.ByteReceiveStream, sink: anyio.abc.ByteStream, relay: anyio.CancelScope
-) -> None:
-    try:
-        async for chunk in source:
-            await sink.send(chunk)
-        await sink.send_eof()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
+    broken: list[BaseException] = []
+    await splice(
+        client, target, broken, names=("proxy client to cluster", "cluster to proxy client")
+    )
+    for error in broken:
         log.debug("relay broken: %r", error.__cause__ or error)
-        relay.cancel()
 
 
 # --- UDP ASSOCIATE ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from telepresence.wire.shell._connection import (
     connect,
 )
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
+from telepresence.wire.shell._splice import splice
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "StreamResetError",
     "accept",
     "connect",
+    "splice",
 ]
