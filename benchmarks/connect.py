@@ -30,14 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.manager import (
-    CLIENT,
-    DEVELOPER_BINDING,
-    TELEPRESENCE,
-    WORKLOAD,
-    _kubectl,
-    _workstation,
-)
+from benchmarks.manager import CLIENT, TELEPRESENCE, _kubectl, _workstation, prepare
 from sandbox.cluster import control
 
 #: The stopwatch, run in the workstation: seconds for one command to exit 0.
@@ -71,12 +64,7 @@ def measure(directory: Path, rounds: int, mib: int) -> dict[str, Any]:
     connect = ["connect", "--context", "sandbox-developer", "-n", "default",
                "--socks", str(SOCKS_PORT)]  # fmt: skip
     try:
-        print("  installing the traffic-manager", file=sys.stderr)
-        _workstation(directory, TELEPRESENCE, "helm", "install", "--set", DEVELOPER_BINDING)
-        _kubectl(directory, "apply", "-f", "-", stdin=WORKLOAD)
-        for pod in ("tcp-echo", "client"):
-            _kubectl(directory, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=60s")
-        echo = _kubectl(directory, "get", "pod", "tcp-echo", "-o", "jsonpath={.status.podIP}")
+        echo = prepare(directory)["echo"]
         cold, warm = [], []
         for index in range(rounds):
             telepresence("quit", "-s")

@@ -102,28 +102,34 @@ def _run_path(directory: Path, path: str, ips: dict[str, str], options: list[str
     return json.loads(output)
 
 
+def prepare(directory: Path) -> dict[str, str]:
+    """In a sandbox that is up: the chart installed (the developer bound by clientRbac), the
+    echo and client pods Ready; the echo pod's and the manager pod's IPs."""
+    print("  installing the traffic-manager", file=sys.stderr)
+    _workstation(directory, TELEPRESENCE, "helm", "install", "--set", DEVELOPER_BINDING)
+    _kubectl(directory, "apply", "-f", "-", stdin=WORKLOAD)
+    for pod in ("tcp-echo", "client"):
+        _kubectl(directory, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=60s")
+    return {
+        "echo": _kubectl(directory, "get", "pod", "tcp-echo", "-o", "jsonpath={.status.podIP}"),
+        "manager": _kubectl(
+            directory,
+            "get",
+            "pods",
+            "-n",
+            "ambassador",
+            "-l",
+            "app=traffic-manager",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ),
+    }
+
+
 def measure(directory: Path, mib: int, rounds: int, streams: int, count: int) -> dict[str, Any]:
     control.up(directory, 1, lambda line: print(f"  sandbox: {line}", file=sys.stderr))
     try:
-        print("  installing the traffic-manager", file=sys.stderr)
-        _workstation(directory, TELEPRESENCE, "helm", "install", "--set", DEVELOPER_BINDING)
-        _kubectl(directory, "apply", "-f", "-", stdin=WORKLOAD)
-        for pod in ("tcp-echo", "client"):
-            _kubectl(directory, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=60s")
-        ips = {
-            "echo": _kubectl(directory, "get", "pod", "tcp-echo", "-o", "jsonpath={.status.podIP}"),
-            "manager": _kubectl(
-                directory,
-                "get",
-                "pods",
-                "-n",
-                "ambassador",
-                "-l",
-                "app=traffic-manager",
-                "-o",
-                "jsonpath={.items[0].status.podIP}",
-            ),
-        }
+        ips = prepare(directory)
         options = ["--mib", str(mib), "--streams", str(streams), "--round-trips", str(count)]
         runs: dict[str, list[dict[str, float]]] = {path: [] for path in PATHS}
         for index in range(rounds):
