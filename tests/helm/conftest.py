@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import helm_sdkpy
 import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from sandbox.apiserver.run import Running, serve
 from tests.sandbox.test_client import api_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from sandbox.apiserver.run import Running
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "telepresence-oss"
 RELEASE = "traffic-manager"
@@ -116,11 +116,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with anyio.create_task_group() as tasks:
-        running: Running = await tasks.start(
-            lambda task_status: serve(tmp_path / "cluster", port=0, task_status=task_status)
-        )
-        async with api_client(running) as api:
-            yield Cluster(running, api)
-        tasks.cancel_scope.cancel()
+async def cluster(apiserver: Running) -> AsyncIterator[Cluster]:
+    async with api_client(apiserver) as api:
+        yield Cluster(apiserver, api)

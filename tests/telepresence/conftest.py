@@ -26,12 +26,13 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from typer.testing import CliRunner
 
-from sandbox.apiserver.run import Running, serve
 from telepresence.cli import app
 from tests.sandbox.test_client import api_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from sandbox.apiserver.run import Running
 
 #: The console script of this environment.
 TELEPRESENCE = str(Path(sys.executable).with_name("telepresence"))
@@ -222,11 +223,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with anyio.create_task_group() as tasks:
-        running: Running = await tasks.start(
-            lambda task_status: serve(tmp_path / "cluster", port=0, task_status=task_status)
-        )
-        async with api_client(running) as api:
-            yield Cluster(running, api)
-        tasks.cancel_scope.cancel()
+async def cluster(apiserver: Running) -> AsyncIterator[Cluster]:
+    async with api_client(apiserver) as api:
+        yield Cluster(apiserver, api)
