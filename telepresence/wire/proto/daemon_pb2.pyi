@@ -106,7 +106,7 @@ class ConnectInfo(_message.Message):
     def __init__(self, state: _Optional[_Union[ConnectInfo.State, str]] = ..., error: _Optional[str] = ..., context: _Optional[str] = ..., cluster_server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_namespace_source: _Optional[str] = ..., manager_version: _Optional[str] = ..., session_id: _Optional[str] = ..., transport: _Optional[str] = ..., cluster_info: _Optional[_Union[_manager_pb2.ClusterInfo, _Mapping]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., socks_address: _Optional[str] = ..., arrivals: _Optional[int] = ..., user_daemon: _Optional[_Union[DaemonVersion, _Mapping]] = ..., root_daemon: _Optional[_Union[RootStatus, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DataPlaneRequest(_message.Message):
-    __slots__ = ("session_id", "manager_namespace", "transport", "manager_pod", "manager_address", "kubeconfig", "context", "environment", "mux_port", "ca_certificate")
+    __slots__ = ("session_id", "manager_namespace", "transport", "manager_pod", "manager_address", "kubeconfig", "context", "environment", "mux_port", "ca_certificate", "vif")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class DataPlaneRequest(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     MUX_PORT_FIELD_NUMBER: _ClassVar[int]
     CA_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    VIF_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     manager_namespace: str
     transport: str
@@ -134,17 +135,56 @@ class DataPlaneRequest(_message.Message):
     environment: _containers.ScalarMap[str, str]
     mux_port: int
     ca_certificate: bytes
-    def __init__(self, session_id: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., transport: _Optional[str] = ..., manager_pod: _Optional[str] = ..., manager_address: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., mux_port: _Optional[int] = ..., ca_certificate: _Optional[bytes] = ...) -> None: ...
+    vif: VIFConfig
+    def __init__(self, session_id: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., transport: _Optional[str] = ..., manager_pod: _Optional[str] = ..., manager_address: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., mux_port: _Optional[int] = ..., ca_certificate: _Optional[bytes] = ..., vif: _Optional[_Union[VIFConfig, _Mapping]] = ...) -> None: ...
+
+class VIFConfig(_message.Message):
+    __slots__ = ("namespace", "mapped_namespaces", "also_proxy", "never_proxy", "allow_conflicting", "include_suffixes", "exclude_suffixes", "lookup_timeout_seconds")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    ALSO_PROXY_FIELD_NUMBER: _ClassVar[int]
+    NEVER_PROXY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CONFLICTING_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SUFFIXES_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    mapped_namespaces: _containers.RepeatedScalarFieldContainer[str]
+    also_proxy: _containers.RepeatedScalarFieldContainer[str]
+    never_proxy: _containers.RepeatedScalarFieldContainer[str]
+    allow_conflicting: _containers.RepeatedScalarFieldContainer[str]
+    include_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    exclude_suffixes: _containers.RepeatedScalarFieldContainer[str]
+    lookup_timeout_seconds: float
+    def __init__(self, namespace: _Optional[str] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., allow_conflicting: _Optional[_Iterable[str]] = ..., include_suffixes: _Optional[_Iterable[str]] = ..., exclude_suffixes: _Optional[_Iterable[str]] = ..., lookup_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class RootStatus(_message.Message):
-    __slots__ = ("version", "data_plane", "session_id")
+    __slots__ = ("version", "data_plane", "session_id", "vif")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_PLANE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VIF_FIELD_NUMBER: _ClassVar[int]
     version: DaemonVersion
     data_plane: str
     session_id: str
-    def __init__(self, version: _Optional[_Union[DaemonVersion, _Mapping]] = ..., data_plane: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    vif: VIFStatus
+    def __init__(self, version: _Optional[_Union[DaemonVersion, _Mapping]] = ..., data_plane: _Optional[str] = ..., session_id: _Optional[str] = ..., vif: _Optional[_Union[VIFStatus, _Mapping]] = ...) -> None: ...
+
+class VIFStatus(_message.Message):
+    __slots__ = ("device", "routed", "never_proxied", "conflicts", "dns_address", "dns_mode")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_FIELD_NUMBER: _ClassVar[int]
+    NEVER_PROXIED_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    DNS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DNS_MODE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    routed: _containers.RepeatedScalarFieldContainer[str]
+    never_proxied: _containers.RepeatedScalarFieldContainer[str]
+    conflicts: _containers.RepeatedScalarFieldContainer[str]
+    dns_address: str
+    dns_mode: str
+    def __init__(self, device: _Optional[str] = ..., routed: _Optional[_Iterable[str]] = ..., never_proxied: _Optional[_Iterable[str]] = ..., conflicts: _Optional[_Iterable[str]] = ..., dns_address: _Optional[str] = ..., dns_mode: _Optional[str] = ...) -> None: ...
 
 class LogLevelRequest(_message.Message):
     __slots__ = ("level", "duration_seconds")
