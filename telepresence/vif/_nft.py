@@ -22,6 +22,13 @@ rules stay the same few whatever the number of subnets. Three base chains, each 
   is handed by ``tproxy`` to the daemon's ``IP_TRANSPARENT`` socket on ``127.0.0.1:udp_port``
   with its destination unchanged (``IP_RECVORIGDSTADDR`` gives it back).
 
+**DNS redirection** (the DNS mode without systemd-resolved; :class:`DNSRedirect`): in
+``output_nat``, before the rules above, queries (UDP and TCP port 53) to the laptop's
+nameservers (the set ``dns_servers``) are DNATed to the daemon's DNS server, except packets
+carrying ``skip_mark``: the DNS server's own queries to those nameservers, for names that are
+not the cluster's. Conntrack rewrites the answers back, so programs see their nameserver
+answer. Being in this table, the redirection goes with it: deleting the table undoes it.
+
 **Replacing.** :func:`ruleset` starts with ``add table``, ``delete table``, ``add table``: the
 first makes the delete valid whether or not the table exists, so applying always replaces the
 previous version (a stale one left by a killed daemon included) in the same transaction that
@@ -50,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILY",
+    "DNSRedirect",
     "TABLE",
     "NftError",
     "Redirection",
@@ -72,10 +80,24 @@ TIMEOUT = 10.0
 #: The sets' names, as the rules reference them (``@cluster``).
 CLUSTER_SET = "cluster"
 NEVER_SET = "never"
+DNS_SET = "dns_servers"
 
 
 class NftError(Exception):
     """``nft`` failed or refused the input; the message is nft's own, or why it did not run."""
+
+
+@dataclass(frozen=True, slots=True)
+class DNSRedirect:
+    """Queries to the laptop's nameservers, sent to the daemon's DNS server instead."""
+
+    #: The laptop's (IPv4) nameservers, from ``/etc/resolv.conf``.
+    nameservers: tuple[ipaddress.IPv4Address, ...]
+    #: The daemon's DNS server.
+    server: ipaddress.IPv4Address
+    port: int
+    #: The mark of the DNS server's own queries to the nameservers: not redirected.
+    skip_mark: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +119,8 @@ class Redirection:
     udp_port: int
     #: The fwmark of UDP to ``subnets``, which the policy routing rule matches.
     mark: int
+    #: DNS queries to redirect to the daemon's DNS server; None: leave DNS alone.
+    dns: DNSRedirect | None = None
 
     def __post_init__(self) -> None:
         for name in ("tcp_port", "udp_port", "mark"):
@@ -119,6 +143,16 @@ def _daddr_in(set_name: str) -> dict[str, Any]:
 
 def _l4proto(protocol: str) -> dict[str, Any]:
     return {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}}
+
+
+def _dport(protocol: str, port: int) -> dict[str, Any]:
+    return {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": protocol, "field": "dport"}},
+            "right": port,
+        }
+    }
 
 
 def _mark_is(mark: int) -> dict[str, Any]:
@@ -164,6 +198,18 @@ def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
     never_return = (_daddr_in(NEVER_SET), {"return": None})
     cluster = _daddr_in(CLUSTER_SET)
     table_id = {"family": FAMILY, "name": table}
+    dns_rules = []
+    if (dns := redirection.dns) is not None:
+        dns_rules = [
+            rule(
+                "output_nat",
+                _daddr_in(DNS_SET),
+                _dport(protocol, 53),
+                {"match": {"op": "!=", "left": {"meta": {"key": "mark"}}, "right": dns.skip_mark}},
+                {"dnat": {"addr": str(dns.server), "port": dns.port}},
+            )
+            for protocol in ("udp", "tcp")
+        ]
     return {
         "nftables": [
             {"add": {"table": table_id}},
@@ -171,7 +217,12 @@ def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
             {"add": {"table": table_id}},
             interval_set(CLUSTER_SET, redirection.subnets),
             interval_set(NEVER_SET, redirection.never),
+            interval_set(
+                DNS_SET,
+                [ipaddress.IPv4Network(ns) for ns in dns.nameservers] if dns is not None else [],
+            ),
             base_chain("output_nat", "nat", "output", -100),
+            *dns_rules,
             rule("output_nat", *never_return),
             rule(
                 "output_nat",

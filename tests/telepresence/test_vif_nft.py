@@ -6,6 +6,7 @@ Each test gets a fresh namespace (``tpvif-<random>``) and removes it however the
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import secrets
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from sandbox.node import netns as sandbox_netns
 from telepresence.vif._nft import (
     TABLE,
+    DNSRedirect,
     NftError,
     Redirection,
     apply,
@@ -109,6 +111,7 @@ def test_ruleset_applies_with_chains_sets_ports_and_mark(ns: str) -> None:
     assert set_contents(listing) == {
         "cluster": {"10.96.0.0/12", "10.244.0.0/16", "192.168.7.9/32"},
         "never": {"10.96.5.0/24"},
+        "dns_servers": set(),
     }
     never_first = [
         {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
@@ -131,7 +134,11 @@ def test_empty_sets_and_overlapping_subnets_are_accepted(ns: str) -> None:
     # Also-proxy subnets often lie inside a service subnet; nft refuses overlapping intervals.
     apply(redirection("10.96.0.0/12", "10.96.3.0/24", "10.97.0.0/16"), netns=ns)
 
-    assert set_contents(listed(netns=ns)) == {"cluster": {"10.96.0.0/12"}, "never": set()}
+    assert set_contents(listed(netns=ns)) == {
+        "cluster": {"10.96.0.0/12"},
+        "never": set(),
+        "dns_servers": set(),
+    }
 
 
 def test_applying_again_replaces_the_table(ns: str) -> None:
@@ -142,7 +149,11 @@ def test_applying_again_replaces_the_table(ns: str) -> None:
     listing = listed(netns=ns)
     assert len(items(listing, "table")) == 1
     assert len(items(listing, "chain")) == 3
-    assert set_contents(listing) == {"cluster": {"172.20.0.0/16"}, "never": set()}
+    assert set_contents(listing) == {
+        "cluster": {"172.20.0.0/16"},
+        "never": set(),
+        "dns_servers": set(),
+    }
     [_, nat] = statements(listing, "output_nat")
     assert {"redirect": {"port": 4101}} in nat
 
@@ -240,3 +251,84 @@ def test_tcp_to_a_cluster_subnet_reaches_the_listener_with_its_destination(ns: s
             assert listener.stdout.readline() == "10.123.4.5:80\n"
         finally:
             listener.kill()
+
+
+DNS_SERVER = """
+import socket, sys
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, peer = server.recvfrom(512)
+    server.sendto(sys.argv[3].encode() + b":" + data, peer)
+"""
+
+ASK = """
+import socket, sys
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if len(sys.argv) > 3:
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(sys.argv[3]))
+client.settimeout(2)
+client.sendto(b"query", (sys.argv[1], int(sys.argv[2])))
+try:
+    data, peer = client.recvfrom(512)
+    print(data.decode(), f"{peer[0]}:{peer[1]}")
+except TimeoutError:
+    print("no answer")
+"""
+
+
+def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns: str) -> None:
+    ip(ns, "link", "set", "lo", "up")
+    ip(ns, "tuntap", "add", "dev", "vif0", "mode", "tun")
+    ip(ns, "addr", "add", "10.96.0.10/32", "dev", "vif0")
+    ip(ns, "link", "set", "vif0", "up")
+    ip(ns, "route", "add", "10.96.0.0/12", "dev", "vif0")
+    # The laptop's nameserver: here a local address too, with its own server, so that an
+    # unredirected (marked) query gets an answer we can tell apart.
+    ip(ns, "addr", "add", "192.0.2.53/32", "dev", "lo")
+    dns = DNSRedirect(
+        nameservers=(ipaddress.IPv4Address("192.0.2.53"),),
+        server=ipaddress.IPv4Address("10.96.0.10"),
+        port=5353,
+        skip_mark=0x7E1F,
+    )
+    given = Redirection(
+        subnets=(net("10.96.0.0/12"),),
+        never=(net("10.96.0.10/32"),),
+        tcp_port=4100,
+        udp_port=4200,
+        mark=0x7E1E,
+        dns=dns,
+    )
+    apply(given, netns=ns)
+    assert set_contents(listed(netns=ns))["dns_servers"] == {"192.0.2.53/32"}
+
+    python = ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c"]
+    servers = [
+        subprocess.Popen([*python, DNS_SERVER, *where], stdout=subprocess.PIPE, text=True)
+        for where in (("10.96.0.10", "5353", "daemon"), ("192.0.2.53", "53", "nameserver"))
+    ]
+    try:
+        for server in servers:
+            assert server.stdout is not None
+            assert server.stdout.readline() == "ready\n"
+
+        def ask(*argv: str) -> str:
+            done = subprocess.run(
+                [*python, ASK, *argv], capture_output=True, text=True, check=True, timeout=20
+            )
+            return done.stdout.strip()
+
+        # Redirected to the daemon's server; the answer comes back from the nameserver's
+        # address, as the program expects.
+        assert ask("192.0.2.53", "53") == "daemon:query 192.0.2.53:53"
+        # The daemon's own query (marked) goes to the nameserver itself.
+        assert ask("192.0.2.53", "53", str(0x7E1F)) == "nameserver:query 192.0.2.53:53"
+        # Without the DNS redirect (the systemd-resolved mode), queries are left alone.
+        apply(dataclasses.replace(given, dns=None), netns=ns)
+        assert ask("192.0.2.53", "53") == "nameserver:query 192.0.2.53:53"
+    finally:
+        for server in servers:
+            server.kill()
+            server.communicate()
