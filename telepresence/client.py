@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
 
-__all__ = ["Client", "ConnectionStatus", "DaemonInfo"]
+__all__ = ["Client", "ConnectionStatus", "DaemonInfo", "VIFInfo"]
 
 #: Seconds a Connect may take (it waits for the first arrival), and any other call.
 CONNECT_TIMEOUT, CALL_TIMEOUT = 120.0, 30.0
@@ -56,6 +56,39 @@ _STATES = {
     pb.ConnectInfo.CONNECTED: "connected",
     pb.ConnectInfo.RECONNECTING: "reconnecting",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class VIFInfo:
+    """The root daemon's VIF: its device, what it routes, and its DNS.
+
+    Attributes:
+        device: The TUN device's name, e.g. ``tel0``.
+        routed: The subnets routed to the cluster.
+        never_proxied: The never-proxy subnets.
+        conflicts: Cluster subnets not routed because a local route overlaps them, each
+            saying which.
+        dns_address: The DNS server's ``IP:53``.
+        dns_mode: ``systemd-resolved`` or ``redirect``.
+    """
+
+    device: str
+    routed: list[str]
+    never_proxied: list[str]
+    conflicts: list[str]
+    dns_address: str
+    dns_mode: str
+
+    @classmethod
+    def from_message(cls, vif: pb.VIFStatus) -> Self:
+        return cls(
+            device=vif.device,
+            routed=list(vif.routed),
+            never_proxied=list(vif.never_proxied),
+            conflicts=list(vif.conflicts),
+            dns_address=vif.dns_address,
+            dns_mode=vif.dns_mode,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,7 @@ class ConnectionStatus:
     user_daemon: DaemonInfo | None = None
     root_daemon: DaemonInfo | None = None
     root_data_plane: str = ""
+    vif: VIFInfo | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -139,6 +173,9 @@ class ConnectionStatus:
             user_daemon=_daemon(info.user_daemon) if info.HasField("user_daemon") else None,
             root_daemon=_daemon(root.version) if root is not None else None,
             root_data_plane=root.data_plane if root is not None else "",
+            vif=VIFInfo.from_message(root.vif)
+            if root is not None and root.HasField("vif")
+            else None,
             warnings=list(info.warnings),
         )
 

@@ -41,7 +41,7 @@ __all__ = [
     "direct",
     "parse_address",
     "port_forward",
-    "port_forward_data",
+    "port_forward_to",
 ]
 
 #: The traffic-manager pod's labels, as the chart's selector sets them.
@@ -79,16 +79,6 @@ class Transport(Protocol):
     async def dial(self, port: int) -> anyio.abc.ByteStream:
         """A new byte stream to ``port`` of the manager's pod."""
         ...
-
-
-class _NoChannel:
-    """The channel of a transport that has none: using it is a programming error."""
-
-    def __getattr__(self, name: str) -> object:
-        raise RuntimeError("this transport carries data-plane streams only")
-
-
-_NO_CHANNEL: Channel = _NoChannel()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +121,22 @@ async def port_forward(kube: Kube, manager_namespace: str) -> AsyncIterator[Tran
             "install it with telepresence helm install"
         )
     pod, ports = found
+    async with port_forward_to(
+        kube, manager_namespace, pod, ports.get(API_PORT_NAME, DEFAULT_API_PORT)
+    ) as way:
+        yield way
+
+
+@contextlib.asynccontextmanager
+async def port_forward_to(
+    kube: Kube, manager_namespace: str, pod: str, api_port: int
+) -> AsyncIterator[Transport]:
+    """The ``portforward`` transport to a known manager pod, its control API on ``api_port``:
+    the root daemon's, given the pod of the user daemon's session."""
     with tempfile.TemporaryDirectory(prefix="telepresence-") as private:
         socket_path = Path(private) / "manager.sock"
         listener = await anyio.create_unix_listener(socket_path)
         async with listener, anyio.create_task_group() as tasks:
-            api_port = ports.get(API_PORT_NAME, DEFAULT_API_PORT)
             await tasks.start(serve_port_forward, listener, kube, manager_namespace, pod, api_port)
             channel = Channel(path=str(socket_path))
             try:
@@ -143,15 +144,6 @@ async def port_forward(kube: Kube, manager_namespace: str) -> AsyncIterator[Tran
             finally:
                 channel.close()
                 tasks.cancel_scope.cancel()
-
-
-@contextlib.asynccontextmanager
-async def port_forward_data(
-    kube: Kube, manager_namespace: str, pod: str
-) -> AsyncIterator[Transport]:
-    """The ``portforward`` transport to a known manager pod, for data-plane streams only (no
-    control channel): the root daemon's, given the pod by the user daemon's session."""
-    yield _PortForward(kube, manager_namespace, pod, _NO_CHANNEL)
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -394,6 +394,14 @@ def _describe(status: ConnectionStatus) -> str:
     )
     if root:
         lines.append(f"  Data plane: {status.root_data_plane or 'none'}")
+    if (vif := status.vif) is not None:
+        lines += [
+            f"  VIF: {vif.device}, routing {', '.join(vif.routed) or 'nothing'}",
+            f"  DNS: {vif.dns_address or 'none'} ({vif.dns_mode})",
+        ]
+        if vif.never_proxied:
+            lines.append(f"  Never proxied: {', '.join(vif.never_proxied)}")
+        lines += [f"  Not routed: {conflict}" for conflict in vif.conflicts]
     if status.manager_version:
         lines += [
             f"Traffic manager: v{status.manager_version}",

@@ -26,6 +26,7 @@ from telepresence.config._kubeconfig import (
 )
 from telepresence.config._merge import effective
 from telepresence.config._model import (
+    DEFAULT_EXCLUDE_SUFFIXES,
     DEFAULT_LOOKUP_TIMEOUT,
     LOG_LEVELS,
     ClusterConfig,
@@ -54,6 +55,7 @@ from telepresence.paths import (
 )
 
 __all__ = [
+    "DEFAULT_EXCLUDE_SUFFIXES",
     "DEFAULT_LOOKUP_TIMEOUT",
     "DEFAULT_MANAGER_NAMESPACE",
     "LOG_LEVELS",

@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "DEFAULT_EXCLUDE_SUFFIXES",
     "DEFAULT_LOOKUP_TIMEOUT",
     "LOG_LEVELS",
     "ClusterConfig",
@@ -51,6 +52,9 @@ type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 type LogLevel = Literal["trace", "debug", "info", "warning", "error"]
 
 LOG_LEVELS: tuple[LogLevel, ...] = ("trace", "debug", "info", "warning", "error")
+#: The names never resolved in the cluster when ``dns.excludeSuffixes`` is not set: top-level
+#: domains no cluster uses, whose lookups would only add a round trip to the cluster.
+DEFAULT_EXCLUDE_SUFFIXES = (".arpa", ".com", ".io", ".net", ".org", ".ru")
 #: How long the laptop's DNS server waits for the cluster to answer one lookup.
 DEFAULT_LOOKUP_TIMEOUT = 8.0
 
@@ -298,7 +302,7 @@ class DNSConfig(_Section):
     Attributes:
         include_suffixes: Names ending in one of these always go to the cluster.
         exclude_suffixes: Names ending in one of these never do (unless an include suffix
-            matches too); None when not set, which leaves the resolver's own list.
+            matches too); None when not set: :data:`DEFAULT_EXCLUDE_SUFFIXES`.
         lookup_timeout: Seconds to wait for the cluster to answer one lookup.
     """
 

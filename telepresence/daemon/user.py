@@ -97,6 +97,8 @@ class Connector(daemon_grpc.ConnectorBase):
         async with self._lock:
             if self.connection is not None:
                 if self.connection.plan.same_target(plan):
+                    # A root daemon started since (the last one was killed) gets the session.
+                    await self.connection.hand_over_again()
                     return await self.status()
                 raise errors.SessionConflict(
                     f"connected to {self.connection.plan.describe()} already: run "
@@ -390,6 +392,15 @@ class Connection:
         self._session_changed.set()
         self._session_changed = anyio.Event()
 
+    async def hand_over_again(self) -> None:
+        """Hand the session to a root daemon that does not have it (one started since)."""
+        session = self._session
+        if session is None:
+            return
+        root = await _root_status()
+        if root is not None and root.session_id != session.session_id:
+            await self._hand_to_root_daemon(session)
+
     async def _hand_to_root_daemon(self, session: ManagerSession) -> None:
         """Tell a running root daemon to open its own data plane for this session."""
         plan = self.plan
@@ -404,12 +415,31 @@ class Connection:
             context=plan.context,
             mux_port=session.cluster_info.data_plane.mux_port,
             ca_certificate=session.cluster_info.data_plane.ca_certificate,
+            vif=self._vif_config(),
+            cluster_info=session.cluster_info,
         )
         try:
             await _root_call("Connect", request)
         except errors.TelepresenceError as error:
             log.warning("the root daemon could not open its data plane: %s", error)
             self._warnings.append(f"the root daemon could not open its data plane: {error}")
+
+    def _vif_config(self) -> pb.VIFConfig:
+        """The user's part of the VIF's settings: the flags, then the effective config."""
+        plan, dns, routing = self.plan, self.effective.dns, self.effective.routing
+        excluded = dns.exclude_suffixes
+        return pb.VIFConfig(
+            namespace=plan.namespace,
+            mapped_namespaces=plan.mapped_namespaces,
+            also_proxy=[*plan.also_proxy, *map(str, routing.also_proxy_subnets)],
+            never_proxy=[*plan.never_proxy, *map(str, routing.never_proxy_subnets)],
+            allow_conflicting=[str(subnet) for subnet in routing.allow_conflicting_subnets],
+            include_suffixes=dns.include_suffixes,
+            exclude_suffixes=client_config.DEFAULT_EXCLUDE_SUFFIXES
+            if excluded is None
+            else excluded,
+            lookup_timeout_seconds=dns.lookup_timeout,
+        )
 
     async def _serve_socks(self, *, task_status: anyio.abc.TaskStatus[str]) -> None:
         host, port = _socks_address(self.plan.socks)

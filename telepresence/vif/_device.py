@@ -14,6 +14,13 @@ a cluster address) is dropped when its queue is full; nobody reads it.
 :func:`remove_policy` removes them by their mark and table, also at start for ones left by a
 killed daemon.
 
+**Never-proxy** subnets inside a routed one get a route of their own (the protocol
+:data:`ROUTE_PROTOCOL` marks it as the daemon's), more specific than the VIF's: the way the
+laptop reached them before (its covering route's gateway and device), or, where it had none, a
+``throw`` route, so that they stay unreachable instead of vanishing into the TUN. These live
+in the main table and outlive a killed daemon: :func:`remove_exemptions` removes them by their
+protocol.
+
 **Conflicts**: a cluster subnet that overlaps a route the laptop already has (other than the
 default route) is not routed unless the user allowed it (``routing.allowConflictingSubnets``):
 routing it would break the laptop's own network there, and the more specific of the two routes
@@ -45,6 +52,8 @@ __all__ = [
     "conflicts",
     "open_tun",
     "add_policy",
+    "exempt",
+    "remove_exemptions",
     "remove_policy",
     "routes",
 ]
@@ -55,6 +64,9 @@ DEVICE_PATTERN = "tel%d"
 #: (before ``main``, 32766).
 ROUTE_TABLE = 0x7E1E
 POLICY_PRIORITY = 1000
+#: The routing protocol number of the daemon's never-proxy routes (``ip route ... proto 126``;
+#: unassigned in iproute2's rt_protos).
+ROUTE_PROTOCOL = 126
 
 Network = ipaddress.IPv4Network
 
@@ -158,6 +170,55 @@ def conflicts(
                 found.append(Conflict(subnet, route, device))
                 break
     return found
+
+
+def exempt(tun: Tun, subnets: Iterable[Network]) -> None:
+    """Give each of ``subnets`` (never-proxy inside a routed subnet) the route the laptop
+    would use without the VIF (see the module docstring)."""
+    with IPRoute() as ipr:
+        existing = [
+            route
+            for route in ipr.get_routes(family=socket.AF_INET, table=254)
+            if route.get_attr("RTA_OIF") != tun.index
+            and route["proto"] != ROUTE_PROTOCOL
+            and route["type"] == 1  # RTN_UNICAST
+        ]
+        for subnet in subnets:
+            covering = [
+                route
+                for route in existing
+                if subnet.subnet_of(
+                    Network(f"{route.get_attr('RTA_DST') or '0.0.0.0'}/{route['dst_len']}")
+                )
+            ]
+            if covering:
+                best = max(covering, key=lambda route: route["dst_len"])
+                via = {"oif": best.get_attr("RTA_OIF")}
+                if (gateway := best.get_attr("RTA_GATEWAY")) is not None:
+                    via["gateway"] = gateway
+                ipr.route("replace", dst=str(subnet), proto=ROUTE_PROTOCOL, **via)
+            else:
+                ipr.route("replace", dst=str(subnet), type="throw", proto=ROUTE_PROTOCOL)
+
+
+def remove_exemptions() -> bool:
+    """Remove the daemon's never-proxy routes (at quit, and a killed daemon's at start).
+
+    Returns:
+        Whether there were any.
+    """
+    removed = False
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            if route["proto"] == ROUTE_PROTOCOL:
+                ipr.route(
+                    "del",
+                    dst=f"{route.get_attr('RTA_DST')}/{route['dst_len']}",
+                    type=route["type"],
+                    proto=ROUTE_PROTOCOL,
+                )
+                removed = True
+    return removed
 
 
 def add_policy(mark: int) -> None:

@@ -106,7 +106,7 @@ class ConnectInfo(_message.Message):
     def __init__(self, state: _Optional[_Union[ConnectInfo.State, str]] = ..., error: _Optional[str] = ..., context: _Optional[str] = ..., cluster_server: _Optional[str] = ..., namespace: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., manager_namespace_source: _Optional[str] = ..., manager_version: _Optional[str] = ..., session_id: _Optional[str] = ..., transport: _Optional[str] = ..., cluster_info: _Optional[_Union[_manager_pb2.ClusterInfo, _Mapping]] = ..., mapped_namespaces: _Optional[_Iterable[str]] = ..., also_proxy: _Optional[_Iterable[str]] = ..., never_proxy: _Optional[_Iterable[str]] = ..., socks_address: _Optional[str] = ..., arrivals: _Optional[int] = ..., user_daemon: _Optional[_Union[DaemonVersion, _Mapping]] = ..., root_daemon: _Optional[_Union[RootStatus, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DataPlaneRequest(_message.Message):
-    __slots__ = ("session_id", "manager_namespace", "transport", "manager_pod", "manager_address", "kubeconfig", "context", "environment", "mux_port", "ca_certificate", "vif")
+    __slots__ = ("session_id", "manager_namespace", "transport", "manager_pod", "manager_address", "kubeconfig", "context", "environment", "mux_port", "ca_certificate", "vif", "cluster_info")
     class EnvironmentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class DataPlaneRequest(_message.Message):
     MUX_PORT_FIELD_NUMBER: _ClassVar[int]
     CA_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     VIF_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_INFO_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     manager_namespace: str
     transport: str
@@ -136,7 +137,8 @@ class DataPlaneRequest(_message.Message):
     mux_port: int
     ca_certificate: bytes
     vif: VIFConfig
-    def __init__(self, session_id: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., transport: _Optional[str] = ..., manager_pod: _Optional[str] = ..., manager_address: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., mux_port: _Optional[int] = ..., ca_certificate: _Optional[bytes] = ..., vif: _Optional[_Union[VIFConfig, _Mapping]] = ...) -> None: ...
+    cluster_info: _manager_pb2.ClusterInfo
+    def __init__(self, session_id: _Optional[str] = ..., manager_namespace: _Optional[str] = ..., transport: _Optional[str] = ..., manager_pod: _Optional[str] = ..., manager_address: _Optional[str] = ..., kubeconfig: _Optional[str] = ..., context: _Optional[str] = ..., environment: _Optional[_Mapping[str, str]] = ..., mux_port: _Optional[int] = ..., ca_certificate: _Optional[bytes] = ..., vif: _Optional[_Union[VIFConfig, _Mapping]] = ..., cluster_info: _Optional[_Union[_manager_pb2.ClusterInfo, _Mapping]] = ...) -> None: ...
 
 class VIFConfig(_message.Message):
     __slots__ = ("namespace", "mapped_namespaces", "also_proxy", "never_proxy", "allow_conflicting", "include_suffixes", "exclude_suffixes", "lookup_timeout_seconds")
