@@ -12,11 +12,12 @@ objects and drive them with :func:`anyio.wait_readable` / :func:`anyio.wait_writ
 they run on asyncio (uvloop included) and on trio alike. A read or write is tried first and
 waited for only when the kernel says it would block: in a bulk transfer the socket is
 nearly always ready, so a chunk costs one ``recv`` or ``send`` and one pass of the event loop,
-not a poller registration. anyio's own socket streams would add an asyncio transport, a
-protocol and its events per connection, and pause and resume reading around every
-``receive()``; here a connection is one socket, one small object and the tasks of
-:func:`~telepresence.wire.shell.splice`, which is what lets 10,000 idle connections fit in
-a small daemon.
+not a poller registration, and reads of :data:`READ_SIZE` keep the chunks few. anyio's own
+socket streams pause and resume reading around every ``receive()`` and read 64 KiB at a
+time: through them the forwarder moved a third to half as many bytes per second on asyncio and
+uvloop. Here a connection is its socket, one small object and three tasks (its own and
+:func:`~telepresence.wire.shell.splice`'s two); no thread, no buffer of its own. The tasks are
+most of its memory: about 17 KB an idle connection on asyncio with anyio 4.16.
 
 **TCP.** The listener's connections keep their original destination in conntrack; it is
 read with ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` (:func:`original_destination`). A
@@ -285,7 +286,9 @@ async def _forward_connection(sock: socket.socket, peer: Address, dialer: Cluste
     client = _ClientStream(sock)
     finished = False
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the program chose Nagle
+        # The program made its own choice about Nagle on its socket; ours would only add a
+        # delay to what comes back from the cluster.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = destination = original_destination(sock)
         if destination == sock.getsockname():
             log.debug("TCP from %s:%d: made to the forwarder itself, refused", *peer)
