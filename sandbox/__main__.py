@@ -165,7 +165,8 @@ def demo(
     directory: DIRECTORY = Path(".sandbox-demo"),
     nodes: Annotated[int, typer.Option(help="How many nodes.")] = 2,
 ) -> None:
-    """Bring a sandbox up, deploy the demo app, show it serving, and tear it all down."""
+    """Bring a sandbox up, deploy the demo app, show it serving, connect the workstation with
+    telepresence and show it serving there too, and tear it all down."""
     from sandbox.cluster import demo as cluster_demo  # noqa: PLC0415 (only this command)
 
     raise typer.Exit(cluster_demo.main(directory, nodes))

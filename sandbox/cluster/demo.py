@@ -4,12 +4,16 @@ It brings a sandbox up, deploys the demo application (:file:`demo.yaml`: three H
 replicas behind a Service, and a client pod), waits for the rollout, shows the pods and the
 Service, calls the Service by its names from the client pod (the answers name the replica
 that served them), shows that the workstation (the "laptop") cannot reach the cluster's
-addresses without Telepresence, and tears the sandbox down, also when a step fails. Every
-step is a real ``kubectl`` run in the workstation namespace.
+addresses without Telepresence; then installs the traffic-manager (``telepresence helm
+install``), connects (``telepresence connect``: the VIF), calls the same Service by its names
+from the workstation with plain curl, shows ``telepresence status``, quits, and tears the
+sandbox down, also when a step fails. Every step is a real ``kubectl`` or ``telepresence``
+run in the workstation namespace, the daemons with directories of the demo's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 MANIFEST = Path(__file__).with_name("demo.yaml")
+#: This checkout's command line, beside the interpreter that runs the demo.
+TELEPRESENCE = str(Path(sys.executable).with_name("telepresence"))
 
 
 class DemoError(Exception):
@@ -31,6 +37,11 @@ def run(directory: Path, nodes: int, say: Callable[[str], None]) -> None:
     try:
         control.up(directory, nodes, lambda line: say(f"sandbox: {line}"))
         _steps(directory, say)
+        try:
+            _telepresence_steps(directory, say)
+        finally:
+            with contextlib.suppress(DemoError):
+                _telepresence(directory, "quit", "--stop-daemons", show=False)
     finally:
         say(f"sandbox: {control.describe(control.down(directory), directory)}")
 
@@ -75,6 +86,37 @@ def _steps(directory: Path, say: Callable[[str], None]) -> None:
     print(f"$ curl http://{ip}/\n{outcome.stderr.strip()}", flush=True)
     if outcome.returncode == 0:
         raise DemoError(f"the workstation reached the ClusterIP {ip}; it must not")
+
+
+def _telepresence(directory: Path, *args: str, show: bool = True) -> str:
+    """``telepresence ARGS`` in the workstation, its daemons' sockets and logs in the demo's
+    directory (``laptop/``)."""
+    home = directory.resolve() / "laptop"
+    variables = [
+        f"XDG_RUNTIME_DIR={home / 'run'}",
+        f"XDG_CACHE_HOME={home / 'cache'}",
+        f"XDG_CONFIG_HOME={home / 'config'}",
+    ]
+    argv, env = control.workstation_argv(directory, ["env", *variables, TELEPRESENCE, *args])
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if show:
+        print(f"$ telepresence {' '.join(args)}", flush=True)
+        print(result.stdout.rstrip(), flush=True)
+    if result.returncode != 0:
+        raise DemoError(f"`telepresence {' '.join(args)}` failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _telepresence_steps(directory: Path, say: Callable[[str], None]) -> None:
+    say("installing the traffic-manager")
+    _telepresence(directory, "helm", "install")
+    say("connecting the workstation: every program now reaches the cluster")
+    _telepresence(directory, "connect", "--namespace", "default")
+    for name in ("echo", "echo.default", "echo.default.svc.cluster.local"):
+        _ws(directory, "curl", "-sS", "--max-time", "10", f"http://{name}/demo")
+    _telepresence(directory, "status")
+    say("quitting: the VIF, its routes, rules and DNS redirection go")
+    _telepresence(directory, "quit", "--stop-daemons")
 
 
 def main(directory: Path, nodes: int) -> int:

@@ -199,6 +199,10 @@ async def is_answering(kind: DaemonKind) -> bool:
     return True
 
 
+#: The longest unix socket path Linux takes (``sun_path`` is 108 bytes with its final NUL).
+MAX_SOCKET_PATH = 107
+
+
 async def ensure_running(kind: DaemonKind, *, environment: dict[str, str] | None = None) -> bool:
     """Start the daemon unless it answers already; returns whether it was started.
 
@@ -207,6 +211,11 @@ async def ensure_running(kind: DaemonKind, *, environment: dict[str, str] | None
     """
     if await is_answering(kind):
         return False
+    if len(os.fsencode(kind.socket)) > MAX_SOCKET_PATH:
+        raise errors.DaemonError(
+            f"the {kind.title}'s socket path {kind.socket} is longer than a unix socket "
+            f"allows ({MAX_SOCKET_PATH} bytes): set XDG_RUNTIME_DIR to a shorter directory"
+        )
     ensure_private_dir(kind.socket.parent)
     return await anyio.to_thread.run_sync(_start_locked, kind, environment)
 
