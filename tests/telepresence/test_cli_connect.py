@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pytest
 from typer.testing import CliRunner
 
 from telepresence import __version__
@@ -15,6 +14,8 @@ from telepresence.errors import ExitCode
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 
 def test_a_manager_of_another_version_is_a_warning() -> None:
