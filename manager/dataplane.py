@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import resource
 import ssl
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ from anyio.streams.tls import TLSStream
 from manager import relay
 from manager.dns import OutOfScope
 from manager.sessions import Session, UnknownSession
-from telepresence.wire import shell
+from telepresence.wire import mux, shell
 from telepresence.wire.mux import LocalProtocolError, Protocol, ResetReason
 
 if TYPE_CHECKING:
@@ -55,6 +56,19 @@ log = logging.getLogger(__name__)
 
 #: Seconds a new connection has for its TLS handshake, and again for its mux handshake.
 HANDSHAKE_TIMEOUT = 10.0
+#: A client's data plane carries every connection its laptop has into the cluster (the VIF
+#: proxies each program's connections as streams): ten thousand idle ones are a workload to
+#: hold, not an attack. Each costs the manager one socket into the cluster (see
+#: :func:`raise_file_limit`) and a few kilobytes.
+CLIENT_MUX = mux.Settings(max_concurrent_streams=32768)
+
+
+def raise_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one: every stream a client opens is a
+    socket of the manager's, and the usual soft limit (1024) would cap a laptop at that."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class DataPlane:
@@ -106,6 +120,7 @@ class DataPlane:
     ) -> None:
         """Accept connections on ``listener`` until :meth:`stop_accepting`, then serve the
         open ones until they end (or until cancelled)."""
+        raise_file_limit()
         async with listener, anyio.create_task_group() as connections:
             with anyio.CancelScope() as self._accepting:
                 task_status.started()
@@ -166,7 +181,9 @@ class DataPlane:
         # The deadline covers the mux handshake only; it is lifted once the session is known.
         with anyio.CancelScope(deadline=anyio.current_time() + HANDSHAKE_TIMEOUT) as handshake:
             try:
-                async with shell.accept(transport, authenticate=authenticate) as connection:
+                async with shell.accept(
+                    transport, authenticate=authenticate, settings=CLIENT_MUX
+                ) as connection:
                     handshake.deadline = math.inf
                     await self._serve(connection, arrived[0], peer)
             except shell.HandshakeError as error:

@@ -159,13 +159,18 @@ def conflicts(
     subnets: Iterable[Network],
     existing: Sequence[tuple[Network, str]],
     allowed: Sequence[Network] = (),
+    kept_out: Sequence[Network] = (),
 ) -> list[Conflict]:
-    """The subnets that overlap an existing route, except those inside an ``allowed`` one."""
+    """The subnets that overlap an existing route, except those inside an ``allowed`` one.
+    A route for addresses that are ``kept_out`` of the VIF anyway (never-proxy, the manager's
+    address) is no conflict: it is how they stay reachable."""
     found = []
     for subnet in subnets:
         if any(subnet.subnet_of(allow) for allow in allowed):
             continue
         for route, device in existing:
+            if any(route.subnet_of(out) for out in kept_out):
+                continue
             if subnet.overlaps(route):
                 found.append(Conflict(subnet, route, device))
                 break
@@ -174,7 +179,8 @@ def conflicts(
 
 def exempt(tun: Tun, subnets: Iterable[Network]) -> None:
     """Give each of ``subnets`` (never-proxy inside a routed subnet) the route the laptop
-    would use without the VIF (see the module docstring)."""
+    would use without the VIF (see the module docstring); one the laptop routes itself, with a
+    route for exactly that subnet, keeps it untouched."""
     with IPRoute() as ipr:
         existing = [
             route
@@ -191,14 +197,20 @@ def exempt(tun: Tun, subnets: Iterable[Network]) -> None:
                     Network(f"{route.get_attr('RTA_DST') or '0.0.0.0'}/{route['dst_len']}")
                 )
             ]
-            if covering:
-                best = max(covering, key=lambda route: route["dst_len"])
-                via = {"oif": best.get_attr("RTA_OIF")}
-                if (gateway := best.get_attr("RTA_GATEWAY")) is not None:
-                    via["gateway"] = gateway
-                ipr.route("replace", dst=str(subnet), proto=ROUTE_PROTOCOL, **via)
-            else:
-                ipr.route("replace", dst=str(subnet), type="throw", proto=ROUTE_PROTOCOL)
+            best = max(covering, key=lambda route: route["dst_len"], default=None)
+            if best is not None and best["dst_len"] == subnet.prefixlen:
+                continue  # the laptop routes it itself, more specifically than the VIF
+            try:
+                if best is not None:
+                    via = {"oif": best.get_attr("RTA_OIF")}
+                    if (gateway := best.get_attr("RTA_GATEWAY")) is not None:
+                        via["gateway"] = gateway
+                    ipr.route("add", dst=str(subnet), proto=ROUTE_PROTOCOL, **via)
+                else:
+                    ipr.route("add", dst=str(subnet), type="throw", proto=ROUTE_PROTOCOL)
+            except NetlinkError as error:
+                if error.code != 17:  # EEXIST: ours already (an update)
+                    raise
 
 
 def remove_exemptions() -> bool:

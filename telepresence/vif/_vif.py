@@ -317,7 +317,9 @@ def _routable(
     """The subnets to route, and those left out because a local route overlaps them."""
     wanted = tuple(ipaddress.collapse_addresses(settings.wanted))
     existing = _device.local_routes(exclude_index=own_index)
-    found = _device.conflicts(wanted, existing, allowed=settings.allow_conflicting)
+    found = _device.conflicts(
+        wanted, existing, allowed=settings.allow_conflicting, kept_out=settings.never
+    )
     clashing = {conflict.subnet for conflict in found}
     return tuple(subnet for subnet in wanted if subnet not in clashing), tuple(found)
 

@@ -217,6 +217,35 @@ async def test_many_streams_on_one_connection(
     assert echo.tcp_connections == 50
 
 
+async def test_a_client_may_hold_more_than_a_thousand_streams_at_once(
+    manager: ManagerClient, session: pb.SessionInfo, echo: EchoServers
+) -> None:
+    # A laptop's VIF carries each of its programs' connections as a stream: thousands of
+    # idle ones at a time are normal (the mux's default limit, 1024, is not the manager's).
+    held = 1500
+    opened = 0
+    all_open = anyio.Event()
+    dialling = anyio.CapacityLimiter(50)  # the harness's dial timeout is short: no stampede
+
+    async def hold(connection: shell.MuxConnection) -> None:
+        nonlocal opened
+        async with dialling:
+            stream = await connection.open_stream("127.0.0.1", echo.tcp_port)
+        async with stream:
+            opened += 1
+            if opened == held:
+                all_open.set()
+            await all_open.wait()
+            await stream.send(b"!")
+            assert await stream.receive() == b"!"
+
+    with anyio.fail_after(50):
+        async with manager.mux(session) as connection, anyio.create_task_group() as tasks:
+            for _ in range(held):
+                tasks.start_soon(hold, connection)
+    assert opened == held
+
+
 async def test_shutdown_goes_away_and_lets_open_streams_finish(
     cluster: Cluster,
     tmp_path: Path,

@@ -133,3 +133,38 @@ def test_conflicts_with_local_routes_are_found_except_where_allowed() -> None:
     assert conflicts([net("192.168.3.0/24")], existing) == [
         Conflict(net("192.168.3.0/24"), net("192.168.0.0/16"), "wlan0")
     ]
+
+
+def test_a_route_for_kept_out_addresses_is_no_conflict() -> None:
+    # The manager's pod reached by a route of its own (the direct transport): kept out of the
+    # VIF anyway, so its route does not stop the pod subnet from being routed.
+    existing = [(net("10.244.0.2/32"), "eth0")]
+    assert conflicts([net("10.244.0.0/16")], existing, kept_out=[net("10.244.0.2/32")]) == []
+    assert conflicts([net("10.244.0.0/16")], existing) != []
+
+
+def test_never_proxy_routes_copy_the_laptops_way_and_leave_its_own_routes_alone(ns: str) -> None:
+    ip(ns, "tuntap", "add", "dev", "eth9", "mode", "tun")
+    ip(ns, "link", "set", "eth9", "up")
+    ip(ns, "addr", "add", "10.1.0.2/24", "dev", "eth9")
+    ip(ns, "route", "add", "10.244.0.0/16", "via", "10.1.0.1")
+    ip(ns, "route", "add", "10.244.0.2/32", "via", "10.1.0.1")  # the laptop's own, exact
+    before = ip(ns, "route")
+    seen = run(
+        ns,
+        """
+tun = d.open_tun(None)
+d.routes(tun, [ipaddress.IPv4Network("10.96.0.0/12")])
+never = [ipaddress.IPv4Network(n) for n in ("10.244.3.0/24", "10.244.0.2/32", "10.96.7.0/24")]
+d.exempt(tun, never)
+d.exempt(tun, never)  # again (an update): no error, no duplicate
+during = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+print(json.dumps([during, d.remove_exemptions()]))
+""",
+    )
+    during, removed = seen
+    assert "10.244.3.0/24 via 10.1.0.1 dev eth9 proto 126" in during
+    assert "throw 10.96.7.0/24 proto 126" in during
+    assert during.count("10.244.0.2") == 1  # the laptop's route, not replaced
+    assert removed is True
+    assert ip(ns, "route") == before  # its own routes are all still there
