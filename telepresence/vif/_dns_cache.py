@@ -112,13 +112,50 @@ class ClusterAnswer:
 
 
 @dataclass(slots=True)
-class _Entry:
-    answer: ClusterAnswer
+class _Entry[V]:
+    value: V
     stored: float
     expires: float
 
 
-class AnswerCache:
+class _TTLCache[K, V]:
+    """A bounded LRU whose entries expire: the bookkeeping both caches share."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(size, 0)
+        self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _fetch(self, key: K, now: float) -> tuple[V, int] | None:
+        """The value kept for ``key`` and its age in whole seconds; None when none is, or it
+        expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if now >= entry.expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry.value, int(now - entry.stored)
+
+    def _store(self, key: K, value: V, now: float, lifetime: float) -> None:
+        """Keep ``value`` for ``lifetime`` seconds (not at all for 0), the least recently
+        used going first when full."""
+        if lifetime <= 0 or self._size == 0:
+            return
+        self._entries[key] = _Entry(value, now, now + lifetime)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+
+
+class AnswerCache(_TTLCache[CacheKey, ClusterAnswer]):
     """A bounded LRU of the cluster's answers, each kept for as long as its TTL says.
 
     Args:
@@ -127,12 +164,8 @@ class AnswerCache:
     """
 
     def __init__(self, size: int, negative_ttl: float) -> None:
-        self._size = max(size, 0)
+        super().__init__(size)
         self._negative_ttl = negative_ttl
-        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def lifetime(self, answer: ClusterAnswer) -> float:
         """Seconds ``answer`` may be kept; 0: not at all."""
@@ -144,28 +177,12 @@ class AnswerCache:
 
     def get(self, key: CacheKey, now: float) -> ClusterAnswer | None:
         """The answer kept for ``key``, its TTLs aged; None when none is, or it expired."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if now >= entry.expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry.answer.aged(int(now - entry.stored))
+        found = self._fetch(key, now)
+        return found[0].aged(found[1]) if found is not None else None
 
     def put(self, key: CacheKey, answer: ClusterAnswer, now: float) -> None:
         """Keep ``answer`` for ``key`` as long as :meth:`lifetime` says (not at all for 0)."""
-        lifetime = self.lifetime(answer)
-        if lifetime <= 0 or self._size == 0:
-            return
-        self._entries[key] = _Entry(answer, now, now + lifetime)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every answer."""
-        self._entries.clear()
+        self._store(key, answer, now, self.lifetime(answer))
 
 
 # --- the upstream's replies ------------------------------------------------------------------
@@ -173,14 +190,7 @@ class AnswerCache:
 type UpstreamKey = tuple[dns.name.Name, int, int]
 
 
-@dataclass(slots=True)
-class _Reply:
-    wire: bytes
-    stored: float
-    expires: float
-
-
-class ReplyCache:
+class ReplyCache(_TTLCache[UpstreamKey, bytes]):
     """A bounded LRU of the laptop's nameservers' replies (by name, type and class), kept as
     a caching resolver keeps them (RFC 2308): positive answers for their smallest TTL,
     NXDOMAIN and NODATA for the SOA's negative TTL (``min(SOA TTL, MINIMUM)``), or
@@ -195,10 +205,9 @@ class ReplyCache:
     """
 
     def __init__(self, size: int, negative_ttl: float, max_ttl: float = 3600.0) -> None:
-        self._size = max(size, 0)
+        super().__init__(size)
         self._negative_ttl = negative_ttl
         self._max_ttl = max_ttl
-        self._entries: OrderedDict[UpstreamKey, _Reply] = OrderedDict()
 
     def lifetime(self, reply: dns.message.Message) -> float:
         """Seconds ``reply`` may be kept; 0: not at all."""
@@ -217,16 +226,12 @@ class ReplyCache:
 
     def get(self, key: UpstreamKey, query_id: int, now: float) -> dns.message.Message | None:
         """The reply kept for ``key``, with ``query_id`` and its TTLs aged; None when none."""
-        entry = self._entries.get(key)
-        if entry is None:
+        found = self._fetch(key, now)
+        if found is None:
             return None
-        if now >= entry.expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        reply = dns.message.from_wire(entry.wire)
+        wire, age = found
+        reply = dns.message.from_wire(wire)
         reply.id = query_id
-        age = int(now - entry.stored)
         for section in (reply.answer, reply.authority, reply.additional):
             for rrset in section:
                 rrset.ttl = max(rrset.ttl - age, 0)
@@ -234,14 +239,4 @@ class ReplyCache:
 
     def put(self, key: UpstreamKey, reply: dns.message.Message, now: float) -> None:
         """Keep ``reply`` as long as :meth:`lifetime` says (not at all for 0)."""
-        lifetime = self.lifetime(reply)
-        if lifetime <= 0 or self._size == 0:
-            return
-        self._entries[key] = _Reply(reply.to_wire(), now, now + lifetime)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        """Forget every reply."""
-        self._entries.clear()
+        self._store(key, reply.to_wire(), now, self.lifetime(reply))
