@@ -46,14 +46,16 @@ def run(directory: Path, nodes: int, say: Callable[[str], None]) -> None:
         say(f"sandbox: {control.describe(control.down(directory), directory)}")
 
 
-def _ws(directory: Path, *command: str, show: bool = True) -> str:
+def _ws(directory: Path, *command: str, show: bool = True, shown_as: str | None = None) -> str:
+    """Run ``command`` in the workstation; print it (as ``shown_as``) and its output."""
     argv, env = control.workstation_argv(directory, list(command))
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    shown = shown_as or " ".join(command)
     if show:
-        print(f"$ {' '.join(command)}", flush=True)
+        print(f"$ {shown}", flush=True)
         print(result.stdout.rstrip(), flush=True)
     if result.returncode != 0:
-        raise DemoError(f"`{' '.join(command)}` failed ({result.returncode}): {result.stderr}")
+        raise DemoError(f"`{shown}` failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout
 
 
@@ -97,14 +99,15 @@ def _telepresence(directory: Path, *args: str, show: bool = True) -> str:
         f"XDG_CACHE_HOME={home / 'cache'}",
         f"XDG_CONFIG_HOME={home / 'config'}",
     ]
-    argv, env = control.workstation_argv(directory, ["env", *variables, TELEPRESENCE, *args])
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    if show:
-        print(f"$ telepresence {' '.join(args)}", flush=True)
-        print(result.stdout.rstrip(), flush=True)
-    if result.returncode != 0:
-        raise DemoError(f"`telepresence {' '.join(args)}` failed: {result.stderr.strip()}")
-    return result.stdout
+    return _ws(
+        directory,
+        "env",
+        *variables,
+        TELEPRESENCE,
+        *args,
+        show=show,
+        shown_as=f"telepresence {' '.join(args)}",
+    )
 
 
 def _telepresence_steps(directory: Path, say: Callable[[str], None]) -> None:
