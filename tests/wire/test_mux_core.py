@@ -451,6 +451,54 @@ def test_protocol_error_on_one_stream_resets_only_that_stream() -> None:
     assert pair.server.is_open
 
 
+def test_data_beyond_the_stream_window_resets_only_that_stream() -> None:
+    pair = Pair.handshake()
+    good = open_tcp(pair)
+    greedy = open_tcp(pair)
+    pair.client.send_data(greedy, b"x" * wire.MAX_PAYLOAD)
+    pair.client.send_data(greedy, b"x" * wire.MAX_PAYLOAD)
+    pair.client.send_data(greedy, b"x" * wire.MAX_PAYLOAD)
+    pair.client.send_data(greedy, b"x" * wire.MAX_PAYLOAD)
+    pair.exchange()  # the whole 256 KiB window, which the server's reader never consumes
+    # One more frame, read on its own as an interactive message would be.
+    pair.server.receive_data(wire.frame(mux.FrameType.DATA, greedy, b"y"), pair.clock.now)
+    pair.client.receive_data(pair.server.data_to_send(), pair.clock.now)
+    pair.exchange()
+    resets = pair.take("client", mux.StreamReset)
+    assert [(r.stream_id, r.reason) for r in resets if isinstance(r, mux.StreamReset)] == [
+        (greedy, mux.ResetReason.PROTOCOL)
+    ]
+    assert pair.server.stream_ids() == [good]
+    assert pair.server.is_open
+
+
+def test_data_beyond_the_connection_window_ends_the_connection() -> None:
+    window = wire.MAX_PAYLOAD  # the smallest window a side may grant
+    small = mux.Settings(flow=mux.FlowSettings(initial_window=window))
+    pair = Pair.handshake(server_settings=small)
+    first, second = open_tcp(pair), open_tcp(pair)
+    # Under half the window: the server returns no credit yet.
+    frame = wire.frame(mux.FrameType.DATA, first, b"x" * (window // 2 - 1))
+    pair.server.receive_data(frame, pair.clock.now)
+    # Then a frame, read on its own as an interactive message would be, that fits its
+    # stream's window but not what is left of the connection's.
+    frame = wire.frame(mux.FrameType.DATA, second, b"y" * (window // 2 + 2))
+    pair.server.receive_data(frame, pair.clock.now)
+    events = list(iter(pair.server.next_event, None))
+    assert isinstance(events[-1], mux.ConnectionTerminated)
+    assert events[-1].reason is mux.ResetReason.PROTOCOL
+    assert "connection flow-control window exceeded" in events[-1].message
+
+
+def test_data_for_a_closed_stream_on_its_own_is_dropped() -> None:
+    pair = Pair.handshake()
+    sid = open_tcp(pair)
+    pair.server.reset_stream(sid, mux.ResetReason.CANCELLED)
+    pair.server.receive_data(wire.frame(mux.FrameType.DATA, sid, b"late"), pair.clock.now)
+    assert pair.server.next_event() is None
+    assert pair.server.is_open
+
+
 def test_transport_loss_terminates() -> None:
     pair = Pair.handshake()
     open_tcp(pair)

@@ -134,6 +134,33 @@ async def test_server_half_closes_first_and_client_keeps_sending() -> None:
         await stream.aclose()
 
 
+async def test_bulk_send_goes_out_while_the_sender_waits_elsewhere() -> None:
+    # A bulk-sized send leaves its frames queued for the next sends to join in one write;
+    # a sender that waits for something else instead must not hold them back.
+    payload = bytes(range(256)) * (48 * KIB // 256)
+    async with connected(server=False) as (client, server, _):
+        received = anyio.Event()
+
+        async def serve_one() -> None:
+            incoming = await server.accept_stream()
+            assert isinstance(incoming, shell.MuxStream)
+            incoming.accept()
+            got = b""
+            while len(got) < len(payload):
+                got += await incoming.receive()
+            assert got == payload
+            received.set()
+            await incoming.aclose()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(serve_one)
+            stream = await client.open_stream("10.0.0.1", 9000)
+            await stream.send(payload)
+            with anyio.fail_after(5):
+                await received.wait()  # not a wait on the mux: the writer sends the frames
+        await stream.aclose()
+
+
 async def test_refused_destination_raises_with_the_reason() -> None:
     async with connected() as (client, _, _):
         with pytest.raises(shell.StreamResetError) as caught:

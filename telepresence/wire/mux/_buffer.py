@@ -12,6 +12,10 @@ payload).
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from struct import Struct
 
 
 class ChunkBuffer:
@@ -46,6 +50,18 @@ class ChunkBuffer:
             if missing <= 0:
                 break
         return b"".join(parts)
+
+    def unpack(self, layout: Struct) -> tuple[Any, ...]:
+        """Remove the next ``layout.size`` bytes (at most ``size``) and unpack them; in place
+        when they lie in one chunk, as a frame header nearly always does."""
+        first = self._chunks[0]
+        start = self._offset
+        end = start + layout.size
+        if end < len(first):
+            self._offset = end
+            self.size -= layout.size
+            return layout.unpack_from(first, start)
+        return layout.unpack(self.take(layout.size))
 
     def take(self, count: int) -> bytes:
         """Remove and return the next ``count`` bytes; ``count`` must not exceed ``size``."""

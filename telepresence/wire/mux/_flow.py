@@ -53,14 +53,17 @@ class ReceiveWindow:
         self.available -= count
         return True
 
-    def release(self, count: int, now: float, rtt: float | None, limit: int) -> int:
-        """The application consumed ``count`` bytes: return the credit to send, or 0.
+    def consume(self, count: int) -> bool:
+        """The application consumed ``count`` bytes; whether credit is now due (``grant``).
 
-        ``limit`` is the largest size the window may grow to right now.
+        Split from ``grant`` because this runs for every read and is nearly always False.
         """
         self.pending += count
-        if self.pending < self.size // 2:
-            return 0
+        return self.pending >= self.size // 2
+
+    def grant(self, now: float, rtt: float | None, limit: int) -> int:
+        """The credit to return for what was consumed, growing the window when it limits
+        throughput; ``limit`` is the largest size the window may grow to right now."""
         growth = 0
         if rtt is not None and self.epoch is not None and now - self.epoch < 2 * rtt:
             growth = max(0, min(self.size, limit - self.size))

@@ -20,9 +20,12 @@ cost a tenth of trio's throughput). Transport reads are cancel-safe, nothing rea
 and without the cancellation, a peer that is itself waiting for us sends nothing to end it.
 
 Writing: senders write inline when no write is in progress; otherwise the writer task sends
-what they queued. The writer is also the only task that sends control frames (window updates,
-pongs), so a reader never blocks on a full transport (two peers blocked writing to each other
-while neither reads is the classic multiplexer deadlock).
+what they queued. Bulk sends (a TLS record's worth or more) are the exception: their frames
+wait for the sends that follow, so that a transport write carries up to 256 KiB (TLS costs
+far less per byte in large writes), and the writer sends them as soon as the sender yields.
+The writer is also the only task that sends control frames (window updates, pongs), so a
+reader never blocks on a full transport (two peers blocked writing to each other while
+neither reads is the classic multiplexer deadlock).
 
 A timer task wakes the core at its deadlines (keepalive pings, idle timeout). Leaving the
 context manager resets what is still open, flushes the GO_AWAY and closes the transport, even
@@ -81,7 +84,7 @@ class MuxConnection:
         # fulfils it (None while the idle reader reads: it stops on its own).
         self._read_done: Callable[[], bool] | None = None
         self._read_scope: anyio.CancelScope | None = None
-        self._reads = 0  # transport reads so far: the idle reader watches it change
+        self._reads = 0  # reads that completed frames: the idle reader watches it change
         self._transport_done = False  # EOF or error: nothing more will be read
         # Tasks waiting while another reads, first come first served. Waking one (to read in
         # turn) sets its event; so every waiter re-checks its own condition when it wakes.
@@ -90,6 +93,10 @@ class MuxConnection:
         # backend's own class is built directly: ``anyio.Event()`` looks the backend up on
         # every call, which was a tenth of the cost of a small message.
         self._event: Callable[[], anyio.Event] = type(anyio.Event())
+        # The same for cancel scopes: the reading task enters one per read, and on trio an
+        # inline write one more.
+        self._cancel_scope: type[anyio.CancelScope] = type(anyio.CancelScope())
+        self._next_shield = self._cancel_scope(shield=True)
         self._output_wakeup = anyio.Event()
         self._output_taken = anyio.Event()
         self._writer_done = anyio.Event()
@@ -247,6 +254,10 @@ class MuxConnection:
         core = self._core
         streams = self._streams
         while (event := core.next_event()) is not None:
+            # Data is most events: dispatched before the match, which tries each pattern.
+            if type(event) is mux.DataReceived and (stream := streams.get(event.stream_id)):
+                stream._on_data(event.data)
+                continue
             match event:
                 case mux.DataReceived(stream_id, data) | mux.DatagramReceived(stream_id, data):
                     stream = streams.get(stream_id)
@@ -312,12 +323,21 @@ class MuxConnection:
         if self._writing or not core.outbound_size:
             return False
         self._writing = True
+        send = self._transport.send
         try:
             if self._shield_writes:
-                with anyio.CancelScope(shield=True):
-                    await self._send_queued()
+                try:
+                    with self._next_shield:
+                        while core.outbound_size:
+                            await send(core.data_to_send())
+                finally:
+                    # Made ahead for the next inline write: on trio, making a scope costs
+                    # about as much as entering it, and the next write may be a reply that
+                    # someone waits for.
+                    self._next_shield = self._cancel_scope(shield=True)
             else:
-                await self._send_queued()
+                while core.outbound_size:
+                    await send(core.data_to_send())
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
             self._lose_transport(f"transport failed: {error or type(error).__name__}")
         finally:
@@ -326,10 +346,6 @@ class MuxConnection:
             if core.outbound_size:  # left over when a write failed
                 self._output_wakeup.set()
         return True
-
-    async def _send_queued(self) -> None:
-        while data := self._core.data_to_send():
-            await self._transport.send(data)
 
     def _on_terminated(self, error: ConnectionLostError) -> None:
         for stream in list(self._streams.values()):
@@ -374,15 +390,16 @@ class MuxConnection:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _wait_on(self, event: anyio.Event) -> None:
+    async def _wait_on(self, event: anyio.Event, *, fresh: bool = False) -> None:
         """Wait until ``event`` is set, reading the transport meanwhile if no task is.
 
         For waits that expect an answer soon (a stream's data, credit, a pong). Long, passive
         waits (``accept_stream``, ``wait_closed``) wait on their events without reading:
         if they read, the task that does expect the next message would have to wait for
-        them to hand it over, which is the task switch this design avoids.
+        them to hand it over, which is the task switch this design avoids. ``fresh``: the
+        caller has just made the event, so it is not set yet.
         """
-        if event.is_set():
+        if not fresh and event.is_set():
             return
         if self._reading or self._transport_done or self._core.closed:
             token = object()
@@ -401,15 +418,18 @@ class MuxConnection:
         receive = self._transport.receive
         self._reading = True
         try:
-            with anyio.CancelScope() as scope:
+            with self._cancel_scope() as scope:
                 if not idle:
                     self._read_done = done
                     self._read_scope = scope
                 try:
                     while not done() and not core.closed:
                         data = await receive(RECEIVE_SIZE)
+                        # A read that completes no frame changes nothing here (what other
+                        # tasks change ends this read through its scope): read on.
+                        while not core.receive_data(data, monotonic()):
+                            data = await receive(RECEIVE_SIZE)
                         self._reads += 1
-                        core.receive_data(data, monotonic())
                         self._pump()
                 finally:
                     self._read_done = self._read_scope = None

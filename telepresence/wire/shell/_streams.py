@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 #: Bytes a sender may queue ahead of the transport before it waits for the writer.
 OUTPUT_HIGH_WATER = 1024 * 1024
+#: Sends of at least this many bytes are bulk: they are batched into larger transport
+#: writes. Smaller ones (one TLS record at most) are messages and go out at once.
+BULK_SEND = 16 * 1024
+#: A sender writes queued bulk frames itself once this many bytes are queued.
+WRITE_BATCH = 256 * 1024
 #: ``receive()`` joins buffered chunks into one result only up to this size.
 JOIN_LIMIT = 16 * 1024
 
@@ -106,23 +111,21 @@ class _StreamBase:
 
     async def _wait_for_chunk(self) -> None:
         """Return once a chunk is buffered; raise when none will come. (Closing clears the
-        buffer, so a chunk here means the stream is not closed.)"""
-        if self._chunks:
-            # Data is here: check for cancellation without giving up the loop. A full
-            # checkpoint would cost a loop iteration per read; what a reader can take
-            # without yielding is bounded by the stream's window.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            return
-        while not self._chunks:
-            self._check_receivable()
-            await self._wait_readable()
+        buffer, so a chunk here means the stream is not closed.)
 
-    async def _wait_readable(self) -> None:
-        # The caller has just checked that there is nothing to read and no reason to stop,
-        # so an event still set from earlier is stale.
-        if self._readable.is_set():
-            self._readable = self._connection._event()
-        await self._connection._wait_on(self._readable)
+        The receivers call this only when nothing is buffered. When data is there they only
+        check for cancellation, without giving up the loop: a full checkpoint would cost a
+        loop iteration per read, and what a reader can take without yielding is bounded by
+        the stream's window.
+        """
+        connection = self._connection
+        while not self._chunks:
+            if self._closed or self._eof or self._error is not None:
+                self._check_receivable()
+            # There is nothing to read and no reason to stop, so the event (nearly always set
+            # by the last chunk's arrival) is stale: wait on a new one.
+            self._readable = readable = connection._event()
+            await connection._wait_on(readable, fresh=True)
 
     async def _wait_writable(self) -> None:
         """Wait for credit: the stream's own, or else a turn at the connection's.
@@ -193,22 +196,29 @@ class _StreamBase:
 
     def _report_consumed(self, count: int) -> None:
         connection = self._connection
-        connection._core.consumed(self.stream_id, count, monotonic())
-        connection._pump()
+        core = connection._core
+        core.consumed(self.stream_id, count, monotonic())
+        # consumed() makes no events, at most a WINDOW_UPDATE for the writer.
+        if core.outbound_size:
+            connection._output_wakeup.set()
 
 
 class MuxStream(_StreamBase, anyio.abc.ByteStream):
     """A TCP stream through the mux: bytes both ways, half-close, reset with a reason."""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        await self._wait_for_chunk()
         chunks = self._chunks
+        if chunks:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await self._wait_for_chunk()
         first = chunks[0]
-        join_limit = min(max_bytes, JOIN_LIMIT)
         if len(first) > max_bytes:
             chunks[0] = first[max_bytes:]
             data = first[:max_bytes]
-        elif len(chunks) == 1 or len(first) + len(chunks[1]) > join_limit:
+        elif len(chunks) == 1 or len(first) + len(chunks[1]) > (
+            join_limit := min(max_bytes, JOIN_LIMIT)
+        ):
             data = chunks.popleft()
         else:
             # Join small chunks (an interactive protocol's messages) into one read; large
@@ -229,22 +239,34 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
         # The core frames memoryviews of the data without copying; a mutable buffer could
         # change before the writer copies it out, so take a snapshot of those.
         data = item if isinstance(item, bytes) else bytes(item)
-        view = memoryview(data)
+        size = len(data)
         position = 0
         waited = False
         while True:
             self._check_open()
             if self._sent_eof:
                 raise anyio.ClosedResourceError("stream was half-closed with send_eof()")
-            if position < len(view):
-                position += core.send_data(self.stream_id, view[position:])
-                connection._pump(wake_writer=False)
-                if await connection._flush_inline():
-                    waited = True
+            if position < size:
+                rest = memoryview(data)[position:] if position else data
+                position += core.send_data(self.stream_id, rest)
+                # send_data() makes frames, no events; what may need handing on is the
+                # connection credit this send left over, to the next sender waiting for it.
+                if connection._credit_queue:
+                    connection._pump(wake_writer=False)
+                if size < BULK_SEND or core.outbound_size >= WRITE_BATCH:
+                    if await connection._flush_inline():
+                        waited = True
+                else:
+                    # Bulk: leave the frames queued, so that the sends that follow join them
+                    # in one transport write of up to WRITE_BATCH bytes (TLS costs far less
+                    # per byte in large writes: raw TLS moved 25-30% more in 256 KiB writes
+                    # than in 64 KiB ones). If this task waits for anything first, the
+                    # writer sends them as soon as it does.
+                    connection._output_wakeup.set()
             if core.outbound_size > OUTPUT_HIGH_WATER:
                 await connection._wait_output_taken()
                 waited = True
-            elif position < len(view):
+            elif position < size:
                 await self._wait_writable()
                 waited = True
             else:
@@ -274,7 +296,10 @@ class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
     """
 
     async def receive(self) -> bytes:
-        await self._wait_for_chunk()
+        if self._chunks:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await self._wait_for_chunk()
         datagram = self._chunks.popleft()
         self._report_consumed(len(datagram))
         return datagram
