@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -140,23 +141,64 @@ _TRANSFERS = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 
 
 @dataclass(eq=False)
-class _PendingLookup:
-    """A lookup under way, which later queries for the same name and type wait for."""
+class _Pending[V]:
+    """A lookup under way, which later queries for the same key wait for."""
 
     done: anyio.Event = field(default_factory=anyio.Event)
     #: Whether the lookup finished (with an answer, or failed); not when it was cancelled.
     settled: bool = False
-    answer: ClusterAnswer | None = None
+    value: V | None = None
 
 
-@dataclass(eq=False)
-class _PendingForward:
-    """A query to the upstreams under way, which identical queries wait for."""
+class _Lookups[K, V]:
+    """Lookups under way, by key: the first query asks, the others for the same key wait for
+    its result (and ask again themselves if the first was cancelled before it had one)."""
 
-    done: anyio.Event = field(default_factory=anyio.Event)
-    settled: bool = False
-    #: The reply in wire format (each waiter parses its own copy, with its own id).
-    reply: bytes | None = None
+    def __init__(self) -> None:
+        self._pending: dict[K, _Pending[V]] = {}
+        #: Counts :meth:`clear` calls: a lookup that started before one is not kept.
+        self._generation = 0
+
+    def clear(self) -> None:
+        """Forget the lookups under way (their results go only to the queries waiting)."""
+        self._pending.clear()
+        self._generation += 1
+
+    async def run(
+        self,
+        key: K,
+        *,
+        cached: Callable[[], V | None],
+        ask: Callable[[], Awaitable[V | None]],
+        store: Callable[[V], None],
+    ) -> tuple[V | None, bool]:
+        """What ``cached`` has for ``key``; else the result of the lookup under way, waited
+        for; else the result of ``ask``, which ``store`` keeps unless :meth:`clear` came in
+        between. Returns it (None: failed) and whether it is this call's own (cached or asked
+        here) rather than another query's, shared."""
+        while True:
+            hit = cached()
+            if hit is not None:
+                return hit, True
+            under_way = self._pending.get(key)
+            if under_way is None:
+                break
+            await under_way.done.wait()
+            if under_way.settled:
+                return under_way.value, False
+        mine: _Pending[V] = _Pending()
+        self._pending[key] = mine
+        generation = self._generation
+        try:
+            value = await ask()
+            mine.value, mine.settled = value, True
+            if value is not None and generation == self._generation:
+                store(value)
+            return value, True
+        finally:
+            if self._pending.get(key) is mine:
+                del self._pending[key]
+            mine.done.set()
 
 
 class DNSServer:
@@ -185,10 +227,8 @@ class DNSServer:
         self._upstreams = _upstreams(settings)
         self._cache = AnswerCache(settings.cache_size, settings.negative_ttl)
         self._replies = ReplyCache(settings.cache_size, settings.negative_ttl)
-        self._pending: dict[CacheKey, _PendingLookup] = {}
-        self._forwarding: dict[UpstreamKey, _PendingForward] = {}
-        #: Counts flushes: a lookup that started before one does not fill the cache.
-        self._generation = 0
+        self._pending: _Lookups[CacheKey, ClusterAnswer] = _Lookups()
+        self._forwarding: _Lookups[UpstreamKey, dns.message.Message] = _Lookups()
         self._udp_queries = 0
 
     @property
@@ -218,7 +258,6 @@ class DNSServer:
         self._replies.clear()
         self._pending.clear()
         self._forwarding.clear()
-        self._generation += 1
 
     # --- answering ---------------------------------------------------------------------------
 
@@ -292,64 +331,44 @@ class DNSServer:
         way, or asked (see :class:`~._dns_cache.ReplyCache`); None: none answered."""
         question = query.question[0]
         key: UpstreamKey = (question.name, question.rdtype, question.rdclass)
-        while True:
-            cached = self._replies.get(key, query.id, self._clock())
-            if cached is not None:
-                return cached
-            pending = self._forwarding.get(key)
-            if pending is None:
-                break
-            await pending.done.wait()
-            if pending.settled:
-                if pending.reply is None:
-                    return None
-                shared = dns.message.from_wire(pending.reply)
-                shared.id = query.id
-                return shared
-        pending = _PendingForward()
-        self._forwarding[key] = pending
-        generation = self._generation
-        try:
-            reply = await self._upstreams.forward(query)
-            pending.reply = reply.to_wire() if reply is not None else None
-            pending.settled = True
-            if reply is not None and generation == self._generation:
-                self._replies.put(key, reply, self._clock())
-            return reply
-        finally:
-            if self._forwarding.get(key) is pending:
-                del self._forwarding[key]
-            pending.done.set()
+
+        def cached() -> dns.message.Message | None:
+            return self._replies.get(key, query.id, self._clock())
+
+        def keep(reply: dns.message.Message) -> None:
+            self._replies.put(key, reply, self._clock())
+
+        reply, own = await self._forwarding.run(
+            key,
+            cached=cached,
+            ask=functools.partial(self._upstreams.forward, query),
+            store=keep,
+        )
+        if reply is not None and not own:
+            # Another query's reply: a copy of our own, with our id.
+            reply = dns.message.from_wire(reply.to_wire())
+            reply.id = query.id
+        return reply
 
     async def _cluster_answer(
         self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
     ) -> ClusterAnswer | None:
         """The cluster's answer for one candidate: cached, shared, or asked; None: failed."""
         key = (name, rdtype)
-        while True:
-            cached = self._cache.get(key, self._clock())
-            if cached is not None:
-                return cached
-            pending = self._pending.get(key)
-            if pending is None:
-                break
-            await pending.done.wait()
-            if pending.settled:
-                return pending.answer
-            # The query that was asking got cancelled before the answer came: ask again.
-        pending = _PendingLookup()
-        self._pending[key] = pending
-        generation = self._generation
-        try:
-            answer = await self._ask_cluster(name, rdtype)
-            pending.answer, pending.settled = answer, True
-            if answer is not None and generation == self._generation:
-                self._cache.put(key, answer, self._clock())
-            return answer
-        finally:
-            if self._pending.get(key) is pending:
-                del self._pending[key]
-            pending.done.set()
+
+        def cached() -> ClusterAnswer | None:
+            return self._cache.get(key, self._clock())
+
+        def keep(answer: ClusterAnswer) -> None:
+            self._cache.put(key, answer, self._clock())
+
+        answer, _ = await self._pending.run(
+            key,
+            cached=cached,
+            ask=functools.partial(self._ask_cluster, name, rdtype),
+            store=keep,
+        )
+        return answer
 
     async def _ask_cluster(
         self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
