@@ -265,15 +265,21 @@ class RootDaemon(daemon_grpc.DaemonBase):
         return response
 
     async def _remove_leftovers(self) -> None:
-        """At start: what a killed root daemon left (its nftables table, its policy rule)."""
+        """At start: what a killed root daemon left (its nftables table, its policy rule).
+        The VIF's modules are imported in the worker thread too (pyroute2 alone takes a third
+        of a second): the event loop serves the API meanwhile."""
         async with self._lock:
             try:
-                from telepresence.vif._vif import remove_leftovers  # noqa: PLC0415
-
-                if await anyio.to_thread.run_sync(remove_leftovers):
+                if await anyio.to_thread.run_sync(_remove_leftovers):
                     log.info("removed the nftables table and policy routing a killed daemon left")
             except Exception as error:  # the daemon serves on regardless
                 log.warning("could not check for a killed daemon's leftovers: %s", error)
+
+
+def _remove_leftovers() -> bool:
+    from telepresence.vif._vif import remove_leftovers  # noqa: PLC0415  # see the caller
+
+    return remove_leftovers()
 
 
 class _PlaneDialer:
