@@ -16,7 +16,8 @@ owned by the name it asked or by a CNAME target, so the answer must be for ``ech
 ``echo.default.svc.cluster.local.``, and no CNAME is made up between them. An ExternalName
 service's own CNAME is relabelled the same way, and its target's records follow it unchanged.
 A lookup that raises, outlasts ``lookup_timeout`` or sends records that do not parse is a
-failure: SERVFAIL, and the search stops there, so that a manager that does not answer costs
+failure: SERVFAIL (unless the cache still holds a stale answer, see below), and the search
+stops there, so that a manager that does not answer costs
 one timeout per query instead of one per candidate. For a maybe-cluster name, NXDOMAIN or a
 failure passes the query upstream; the upstream's NOERROR wins, else the cluster's failure
 (SERVFAIL) is the answer rather than the upstream's NXDOMAIN: a name is not said to be
@@ -31,6 +32,10 @@ The upstreams' replies are cached and shared the same way, as a caching resolver
 (:class:`~._dns_cache.ReplyCache`): glibc has no cache, and asks ``NAME.<search domain>``
 before ``NAME`` for every connection a program opens, so a burst of connections by a short
 name would otherwise be a burst of queries to the laptop's nameservers.
+When the cluster or the upstreams fail (no answer in time, a broken connection, SERVFAIL),
+an answer the cache kept past its TTL, for up to ``serve_stale`` seconds, is given instead
+(RFC 8767): a name resolved a moment ago goes on resolving while the cluster or the
+nameserver is busy, where SERVFAIL would make glibc give up at once.
 
 **Upstreams.** A query not for the cluster goes to the laptop's original nameservers, with
 marked sockets (:mod:`._dns_upstream`). Without upstreams (the systemd-resolved mode, where
@@ -225,8 +230,7 @@ class DNSServer:
         self._settings = settings
         self._names = ClusterNames(settings)
         self._upstreams = _upstreams(settings)
-        self._cache = AnswerCache(settings.cache_size, settings.negative_ttl)
-        self._replies = ReplyCache(settings.cache_size, settings.negative_ttl)
+        self._cache, self._replies = _caches(settings)
         self._pending: _Lookups[CacheKey, ClusterAnswer] = _Lookups()
         self._forwarding: _Lookups[UpstreamKey, dns.message.Message] = _Lookups()
         self._udp_queries = 0
@@ -247,8 +251,7 @@ class DNSServer:
         self._settings = settings
         self._names = names
         self._upstreams = _upstreams(settings)
-        self._cache = AnswerCache(settings.cache_size, settings.negative_ttl)
-        self._replies = ReplyCache(settings.cache_size, settings.negative_ttl)
+        self._cache, self._replies = _caches(settings)
         self.flush()
 
     def flush(self) -> None:
@@ -344,6 +347,17 @@ class DNSServer:
             ask=functools.partial(self._upstreams.forward, query),
             store=keep,
         )
+        if reply is None or reply.rcode() == dns.rcode.SERVFAIL:
+            stale = self._replies.stale(key, query.id, self._clock())
+            if own:
+                log.warning(
+                    "DNS %s: %s; %s",
+                    describe(query),
+                    "no nameserver answered" if reply is None else "the nameservers said SERVFAIL",
+                    "the last answer given again" if stale is not None else "SERVFAIL",
+                )
+            if stale is not None:
+                return stale
         if reply is not None and not own:
             # Another query's reply: a copy of our own, with our id.
             reply = dns.message.from_wire(reply.to_wire())
@@ -362,12 +376,18 @@ class DNSServer:
         def keep(answer: ClusterAnswer) -> None:
             self._cache.put(key, answer, self._clock())
 
-        answer, _ = await self._pending.run(
+        answer, own = await self._pending.run(
             key,
             cached=cached,
             ask=functools.partial(self._ask_cluster, name, rdtype),
             store=keep,
         )
+        if answer is None or answer.rcode == dns.rcode.SERVFAIL:
+            stale = self._cache.stale(key, self._clock())
+            if stale is not None:
+                answer = stale
+                if own:
+                    log.info("DNS: %s %s: the cluster's last answer given again", name, rdtype.name)
         return answer
 
     async def _ask_cluster(
@@ -520,6 +540,13 @@ class DNSServer:
 
 
 # --- messages ----------------------------------------------------------------------------------
+
+
+def _caches(settings: DNSSettings) -> tuple[AnswerCache, ReplyCache]:
+    return (
+        AnswerCache(settings.cache_size, settings.negative_ttl, settings.serve_stale),
+        ReplyCache(settings.cache_size, settings.negative_ttl, settings.serve_stale),
+    )
 
 
 def _upstreams(settings: DNSSettings) -> Upstreams:

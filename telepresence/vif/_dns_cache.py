@@ -17,6 +17,13 @@ full. How long (RFC 2181 §8, RFC 2308):
   them at all;
 - anything else (SERVFAIL, NOTIMP, ...): not at all, the next query asks again.
 
+**Serving stale data** (RFC 8767). An entry past its TTL is not given as an answer, but it is
+kept ``stale`` seconds longer (or until the least recently used go): when the cluster or the
+laptop's nameservers cannot answer (a timeout, a broken connection, SERVFAIL), the server
+gives the stale answer, no TTL above :data:`STALE_TTL`, instead of SERVFAIL. A program
+then sees the name it resolved a moment ago, not a failure (glibc gives up at once on
+SERVFAIL), while the cluster or the nameserver is busy.
+
 The cache does no I/O and reads no clock: ``now`` (seconds, monotonic) is an argument.
 """
 
@@ -36,6 +43,8 @@ import dns.rdataclass
 import dns.rdatatype
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from telepresence.wire.proto import manager_pb2
 
 __all__ = [
@@ -44,11 +53,14 @@ __all__ = [
     "ClusterAnswer",
     "ClusterRecord",
     "ReplyCache",
+    "STALE_TTL",
     "UpstreamKey",
 ]
 
 #: The largest rcode there is (12 bits with EDNS, RFC 6891 §6.1.3).
 _MAX_RCODE = 4095
+#: The TTL of every record of a stale answer (RFC 8767 §4 recommends 30 seconds).
+STALE_TTL = 30
 
 type CacheKey = tuple[dns.name.Name, dns.rdatatype.RdataType]
 
@@ -110,6 +122,10 @@ class ClusterAnswer:
             records=tuple(replace(r, ttl=max(r.ttl - seconds, 0)) for r in self.records),
         )
 
+    def capped(self, ttl: int) -> ClusterAnswer:
+        """This answer with no record's TTL above ``ttl``."""
+        return replace(self, records=tuple(replace(r, ttl=min(r.ttl, ttl)) for r in self.records))
+
 
 @dataclass(slots=True)
 class _Entry[V]:
@@ -119,10 +135,12 @@ class _Entry[V]:
 
 
 class _TTLCache[K, V]:
-    """A bounded LRU whose entries expire: the bookkeeping both caches share."""
+    """A bounded LRU whose entries expire, and are then kept ``stale`` seconds longer for
+    :meth:`_fetch_stale`: the bookkeeping both caches share."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, stale: float) -> None:
         self._size = max(size, 0)
+        self._stale = max(stale, 0.0)
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -131,14 +149,25 @@ class _TTLCache[K, V]:
     def _fetch(self, key: K, now: float) -> tuple[V, int] | None:
         """The value kept for ``key`` and its age in whole seconds; None when none is, or it
         expired."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if now >= entry.expires:
-            del self._entries[key]
+        entry = self._live(key, now)
+        if entry is None or now >= entry.expires:
             return None
         self._entries.move_to_end(key)
         return entry.value, int(now - entry.stored)
+
+    def _fetch_stale(self, key: K, now: float) -> V | None:
+        """The value kept for ``key``, expired or not; None when none is, or it expired more
+        than ``stale`` seconds ago."""
+        entry = self._live(key, now)
+        return entry.value if entry is not None else None
+
+    def _live(self, key: K, now: float) -> _Entry[V] | None:
+        """The entry for ``key``, dropped (and None) once past its stale time."""
+        entry = self._entries.get(key)
+        if entry is not None and now >= entry.expires + self._stale:
+            del self._entries[key]
+            return None
+        return entry
 
     def _store(self, key: K, value: V, now: float, lifetime: float) -> None:
         """Keep ``value`` for ``lifetime`` seconds (not at all for 0), the least recently
@@ -161,10 +190,11 @@ class AnswerCache(_TTLCache[CacheKey, ClusterAnswer]):
     Args:
         size: The most answers kept; the least recently used go first.
         negative_ttl: Seconds NXDOMAIN, NODATA and REFUSED are kept.
+        stale: Seconds an expired answer is kept for :meth:`stale`.
     """
 
-    def __init__(self, size: int, negative_ttl: float) -> None:
-        super().__init__(size)
+    def __init__(self, size: int, negative_ttl: float, stale: float = 0.0) -> None:
+        super().__init__(size, stale)
         self._negative_ttl = negative_ttl
 
     def lifetime(self, answer: ClusterAnswer) -> float:
@@ -184,6 +214,12 @@ class AnswerCache(_TTLCache[CacheKey, ClusterAnswer]):
         """Keep ``answer`` for ``key`` as long as :meth:`lifetime` says (not at all for 0)."""
         self._store(key, answer, now, self.lifetime(answer))
 
+    def stale(self, key: CacheKey, now: float) -> ClusterAnswer | None:
+        """The answer kept for ``key``, even expired, with no TTL above :data:`STALE_TTL`;
+        None when none is kept."""
+        found = self._fetch_stale(key, now)
+        return found.capped(STALE_TTL) if found is not None else None
+
 
 # --- the upstream's replies ------------------------------------------------------------------
 
@@ -201,11 +237,14 @@ class ReplyCache(_TTLCache[UpstreamKey, bytes]):
     Args:
         size: The most replies kept.
         negative_ttl: Seconds a negative reply without an SOA is kept.
+        stale: Seconds an expired reply is kept for :meth:`stale`.
         max_ttl: The longest any reply is kept.
     """
 
-    def __init__(self, size: int, negative_ttl: float, max_ttl: float = 3600.0) -> None:
-        super().__init__(size)
+    def __init__(
+        self, size: int, negative_ttl: float, stale: float = 0.0, max_ttl: float = 3600.0
+    ) -> None:
+        super().__init__(size, stale)
         self._negative_ttl = negative_ttl
         self._max_ttl = max_ttl
 
@@ -230,13 +269,26 @@ class ReplyCache(_TTLCache[UpstreamKey, bytes]):
         if found is None:
             return None
         wire, age = found
-        reply = dns.message.from_wire(wire)
-        reply.id = query_id
-        for section in (reply.answer, reply.authority, reply.additional):
-            for rrset in section:
-                rrset.ttl = max(rrset.ttl - age, 0)
-        return reply
+        return _reply(wire, query_id, lambda ttl: max(ttl - age, 0))
+
+    def stale(self, key: UpstreamKey, query_id: int, now: float) -> dns.message.Message | None:
+        """The reply kept for ``key``, even expired, with ``query_id`` and no TTL above
+        :data:`STALE_TTL`; None when none is kept."""
+        wire = self._fetch_stale(key, now)
+        if wire is None:
+            return None
+        return _reply(wire, query_id, lambda ttl: min(ttl, STALE_TTL))
 
     def put(self, key: UpstreamKey, reply: dns.message.Message, now: float) -> None:
         """Keep ``reply`` as long as :meth:`lifetime` says (not at all for 0)."""
         self._store(key, reply.to_wire(), now, self.lifetime(reply))
+
+
+def _reply(wire: bytes, query_id: int, ttl: Callable[[int], int]) -> dns.message.Message:
+    """The kept reply ``wire``, with ``query_id``, each TTL changed by ``ttl``."""
+    reply = dns.message.from_wire(wire)
+    reply.id = query_id
+    for section in (reply.answer, reply.authority, reply.additional):
+        for rrset in section:
+            rrset.ttl = ttl(rrset.ttl)
+    return reply

@@ -130,6 +130,9 @@ class DNSSettings:
     negative_ttl: float = 5.0
     #: How many cluster answers the cache holds at most.
     cache_size: int = 4096
+    #: Seconds past its TTL that a cached answer is still given when the cluster or the
+    #: upstreams cannot answer (RFC 8767); 0: never.
+    serve_stale: float = 86400.0
 
 
 class Route(enum.Enum):

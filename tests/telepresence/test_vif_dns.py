@@ -180,16 +180,22 @@ class Seen:
 @dataclass
 class FakeUpstream:
     queries: list[Seen] = field(default_factory=list)
+    #: When set, queries are not answered (a nameserver too busy to), or answered SERVFAIL.
+    failure: str | None = None
 
     def names(self) -> list[str]:
         return [seen.name for seen in self.queries]
 
-    def answer(self, query: dns.message.Message, transport: str, mark: int | None) -> bytes:
+    def answer(self, query: dns.message.Message, transport: str, mark: int | None) -> bytes | None:
         question = query.question[0]
         name = question.name.to_text().lower()
         self.queries.append(Seen(name, transport, mark))
         response = dns.message.make_response(query)
-        if name == GONE:
+        if self.failure == "silent":
+            return None
+        if self.failure == "servfail":
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif name == GONE:
             response.set_rcode(dns.rcode.NXDOMAIN)
             soa = dns.rdata.from_text(
                 dns.rdataclass.IN,
@@ -247,7 +253,9 @@ class FakeUpstream:
             ]
             query = dns.message.from_wire(data)
             # The control message is there for every datagram; 0 is no mark.
-            sock.sendto(self.answer(query, "udp", marks[0] if marks and marks[0] else None), client)
+            reply = self.answer(query, "udp", marks[0] if marks and marks[0] else None)
+            if reply is not None:
+                sock.sendto(reply, client)
 
     async def _serve_tcp(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -258,7 +266,8 @@ class FakeUpstream:
                     size = int.from_bytes(await buffered.receive_exactly(2), "big")
                     query = dns.message.from_wire(await buffered.receive_exactly(size))
                     reply = self.answer(query, "tcp", mark)
-                    await stream.send(len(reply).to_bytes(2, "big") + reply)
+                    if reply is not None:
+                        await stream.send(len(reply).to_bytes(2, "big") + reply)
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 return
 
@@ -878,6 +887,66 @@ async def test_upstream_failures_are_not_cached() -> None:
         assert reply.rcode() == dns.rcode.SERVFAIL
         harness.reconfigure(upstreams=(live,))
         assert addresses(await harness.ask("www.example.com.")) == ["192.0.2.1"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failure", ["silent", "servfail"])
+async def test_when_the_nameservers_fail_an_expired_reply_is_given_again(failure: str) -> None:
+    async with started(upstream_timeout=0.3, negative_ttl=4.0, serve_stale=600.0) as harness:
+        assert addresses(await harness.ask("db.corp.example.")) == ["10.1.2.4"]
+        assert (await harness.ask("echo.corp.example.")).rcode() == dns.rcode.NXDOMAIN
+        harness.clock.now += 100  # both expired
+        harness.upstream.failure = failure
+        for transport in ("udp", "tcp", "resolve"):
+            harness.upstream.queries.clear()
+            reply = await harness.ask("db.corp.example.", transport=transport)
+            assert reply.rcode() == dns.rcode.NOERROR
+            assert addresses(reply) == ["10.1.2.4"]
+            assert reply.answer[0].ttl == 30  # RFC 8767's stale TTL, not the 60 kept
+            # The nameserver was asked first (UDP, sent again while the timeout lasts).
+            assert set(harness.upstream.names()) == {"db.corp.example."}
+            reply = await harness.ask("echo.corp.example.", transport=transport)
+            assert reply.rcode() == dns.rcode.NXDOMAIN
+        # The nameserver is back: its new answer is taken and kept, as before.
+        harness.upstream.failure = None
+        harness.upstream.queries.clear()
+        reply = await harness.ask("db.corp.example.")
+        assert reply.answer[0].ttl == 60
+        assert harness.upstream.names() == ["db.corp.example."]
+        # Past the stale time, nothing is left to give: SERVFAIL.
+        harness.upstream.failure = failure
+        harness.clock.now += 60 + 600
+        assert (await harness.ask("db.corp.example.")).rcode() == dns.rcode.SERVFAIL
+        # A name never answered before has nothing stale either.
+        assert (await harness.ask("www.example.com.")).rcode() == dns.rcode.SERVFAIL
+    async with started(upstream_timeout=0.3, serve_stale=0.0) as harness:
+        await harness.ask("db.corp.example.")
+        harness.clock.now += 60
+        harness.upstream.failure = failure
+        assert (await harness.ask("db.corp.example.")).rcode() == dns.rcode.SERVFAIL
+
+
+@pytest.mark.anyio
+async def test_when_the_cluster_fails_its_expired_answer_is_given_again() -> None:
+    async with started(lookup_timeout=0.3, serve_stale=600.0) as harness:
+        full = "echo.default.svc.cluster.local."
+        assert addresses(await harness.ask(full)) == ["10.96.0.12"]
+        harness.clock.now += 100
+        for broken in ("failing", "hanging"):
+            harness.cluster.calls.clear()
+            getattr(harness.cluster, broken).add(full)
+            reply = await harness.ask(full)
+            assert addresses(reply) == ["10.96.0.12"]
+            assert reply.answer[0].ttl == 30
+            assert harness.cluster.names() == [full]  # asked, and failed
+            getattr(harness.cluster, broken).clear()
+        # A failed lookup for a name never answered is still SERVFAIL; so is one whose
+        # answer was flushed (a new session).
+        harness.cluster.failing.add("other.default.svc.cluster.local.")
+        assert (await harness.ask("other.default.svc.cluster.local.")).rcode() == dns.rcode.SERVFAIL
+        harness.server.flush()
+        harness.cluster.failing.add(full)
+        assert (await harness.ask(full)).rcode() == dns.rcode.SERVFAIL
 
 
 @pytest.mark.anyio
