@@ -28,7 +28,7 @@ from pyroute2 import AsyncIPRoute
 
 from sandbox.cluster import addresses
 from sandbox.node import netns
-from sandbox.node.podnet import BRIDGE, veth_into
+from sandbox.node.podnet import BRIDGE, bridge_address, veth_into
 
 log = logging.getLogger("sandbox.network")
 
@@ -156,7 +156,9 @@ async def _build_node(network: Network, node: Node) -> None:
         await ipr.addr(
             "add", index=eth0, address=node.ip, prefixlen=addresses.NODE_NETWORK.prefixlen
         )
-        await ipr.link("add", ifname=BRIDGE, kind="bridge")
+        # A MAC of its own: else it takes its ports' lowest, which changes as pods come and go
+        # (see sandbox.node.podnet).
+        await ipr.link("add", ifname=BRIDGE, kind="bridge", address=bridge_address(node.gateway))
         bridge = await _up(ipr, BRIDGE)
         cidr_length = int(node.pod_cidr.split("/")[1])
         await ipr.addr("add", index=bridge, address=node.gateway, prefixlen=cidr_length)

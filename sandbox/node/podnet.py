@@ -8,6 +8,13 @@ bridge: every packet goes through the node's routing, so the node's conntrack se
 directions of each flow and kube-proxy's DNAT of a ClusterIP is undone on the way back even
 when the chosen endpoint is on the same bridge. (Kubernetes needs ``br_netfilter`` for that;
 this way needs nothing from the host.)
+
+The bridge gets a fixed MAC address (:func:`bridge_address`) when it is made. A bridge
+without one takes the lowest MAC of its ports, so it changes as pods come and go, and the
+kernel tells no one (no gratuitous ARP unless ``arp_notify``): a pod whose port had the lowest
+MAC goes, and every other pod keeps sending to the old MAC, which the bridge no longer takes,
+until its neighbour entry expires, up to 45 s or more without any connectivity. (kubenet
+pinned ``cbr0``'s MAC, made from the gateway's address too, for the same reason.)
 """
 
 from __future__ import annotations
@@ -20,6 +27,12 @@ from pyroute2 import AsyncIPRoute
 from sandbox.node import netns
 
 BRIDGE = "cbr0"
+
+
+def bridge_address(gateway: str) -> str:
+    """The node bridge's fixed MAC: locally administered (``02:00:``), then the gateway's
+    IPv4 address, so each node's differs."""
+    return ":".join(f"{byte:02x}" for byte in (2, 0, *ipaddress.IPv4Address(gateway).packed))
 
 
 @dataclass(frozen=True, slots=True)

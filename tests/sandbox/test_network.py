@@ -7,6 +7,7 @@ removed entirely by ``tear_down``, processes inside included.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from pyroute2 import AsyncIPRoute
 
 from sandbox.cluster import addresses, network
 from sandbox.node import netns
-from sandbox.node.podnet import PodNetwork
+from sandbox.node.podnet import BRIDGE, PodNetwork, bridge_address
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -199,6 +201,45 @@ async def test_pods_reach_each_other_and_the_workstation_reaches_nothing(
     )
     for target in (a.ip, b.ip, addresses.FABRIC_IP, addresses.CLUSTER_DNS_IP):
         assert await connect_from(two_nodes.workstation, target, 80) == ENETUNREACH
+
+
+async def bridge_mac(namespace: str) -> str:
+    address: str = json.loads(await netns.run(namespace, "ip", "-j", "link", "show", BRIDGE))[0][
+        "address"
+    ]
+    return address
+
+
+@pytest.mark.anyio
+async def test_pods_keep_their_gateway_when_the_pod_with_the_lowest_mac_goes(
+    two_nodes: network.Network,
+) -> None:
+    # A bridge without a MAC of its own takes its ports' lowest, and takes another when that
+    # port goes, telling no one: the other pods kept sending to the old MAC, which the bridge
+    # no longer took, until their neighbour entry expired (a CI run lost the cluster DNS for
+    # 40 s after a rollout restart removed such a pod).
+    node = two_nodes.nodes[0]
+    pods = PodNetwork(node.namespace, node.pod_cidr, two_nodes.pod_prefix(node))
+    client = await pods.attach(str(uuid.uuid4()))
+    leaving = str(uuid.uuid4())
+    await pods.attach(leaving)
+    port = "v" + leaving.replace("-", "")[:12]
+    async with AsyncIPRoute(netns=node.namespace) as ipr:
+        (index,) = await ipr.link_lookup(ifname=port)
+        # The lowest unicast MAC there is: any pod's port may happen to have the lowest.
+        await ipr.link("set", index=index, address="00:00:00:00:00:01")
+        assert await bridge_mac(node.namespace) == bridge_address(node.gateway)
+        # The client learns the gateway's MAC (refused: the packet got there and back).
+        assert await connect_from(client.namespace, node.gateway, 9) == ECONNREFUSED
+        await pods.detach(leaving)
+        for _ in range(200):  # the port goes with the namespace, once the kernel frees it
+            if not await ipr.link_lookup(ifname=port):
+                break
+            await anyio.sleep(0.05)
+        else:
+            raise AssertionError(f"{port} is still on the bridge")
+    assert await bridge_mac(node.namespace) == bridge_address(node.gateway)
+    assert await connect_from(client.namespace, node.gateway, 9) == ECONNREFUSED
 
 
 @pytest.mark.anyio
