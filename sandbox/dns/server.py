@@ -5,7 +5,8 @@ until cancelled. Answers from the cluster are computed at once by the
 :class:`~sandbox.dns.answer.Responder`; only forwarded questions wait, each in a task of its
 own for UDP (bounded by ``max_forwarded``) and in turn on a TCP connection (RFC 7766 allows
 in-order replies). A message that makes the responder fail is logged and dropped: one bad
-packet or object never stops the server.
+packet or object never stops the server. Neither does a UDP reply that cannot be sent: it is
+dropped, as UDP may drop it anyway.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class _Server:
         self.index = ClusterIndex()
         self.responder = Responder(self.index, settings)
         self._forwarding = 0  # UDP questions waiting for the upstream
+        # anyio lets one task at a time send on a socket (another raises BusyResourceError):
+        # the UDP loop and the tasks relaying forwarded answers take turns.
+        self._udp_sending = anyio.Lock()
         self._unfollow = self.index.follow(view)
 
     def close(self) -> None:
@@ -95,14 +99,23 @@ class _Server:
                     tasks.start_soon(self._forward_udp, udp, reply, client, port)
                     continue
             if reply is not None:
-                await udp.sendto(reply, client, port)
+                await self._send_udp(udp, reply, client, port)
 
     async def _forward_udp(self, udp: UDPSocket, forward: Forward, client: str, port: int) -> None:
         try:
             answer = await self._ask_upstream(forward)
         finally:
             self._forwarding -= 1
-        await udp.sendto(self.responder.relay(forward, answer), client, port)
+        await self._send_udp(udp, self.responder.relay(forward, answer), client, port)
+
+    async def _send_udp(self, udp: UDPSocket, reply: bytes, client: str, port: int) -> None:
+        async with self._udp_sending:
+            try:
+                await udp.sendto(reply, client, port)
+            except (OSError, anyio.BrokenResourceError) as error:
+                # The client is unreachable, say (trio's backend raises BrokenResourceError
+                # from the OSError); if the socket itself is broken, receiving fails next.
+                log.debug("reply to %s port %d dropped: %r", client, port, error)
 
     async def serve_tcp_client(self, stream: SocketStream) -> None:
         async with stream:

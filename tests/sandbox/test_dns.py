@@ -2,34 +2,43 @@
 
 Every test starts the server on 127.0.0.1 port 0 and asks it with dnspython's own client, as
 a pod's resolver would; the upstream resolver of the forwarding tests is a second instance
-of the server, on loopback too.
+of the server, on loopback too (or a plain socket, where a test must control when it answers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import dns.asyncbackend
 import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
+import dns.rrset
 import pytest
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sandbox.dns.server as dns_server
 from sandbox.apiserver.store import Store
 from sandbox.dns import ClusterIndex, DNSSettings, Responder, StoreView, serve
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from anyio.abc import UDPSocket
+    from anyio.streams.memory import MemoryObjectSendStream
 
     from sandbox.apiserver.run import Running
 
@@ -467,6 +476,186 @@ async def test_a_silent_upstream_gives_servfail(store: Store) -> None:
             response = await ask(port, "example.com")
 
     assert response.rcode() == dns.rcode.SERVFAIL
+
+
+# -- replies sent at once --------------------------------------------------------------------
+
+FORWARDED = 20  # questions the upstream holds, then answers in one burst
+DIRECT = 5  # questions from the zone, asked in the same burst
+
+
+def upstream_answer(wire: bytes) -> bytes:
+    """The fake upstream's answer: ``hostN.example.com`` is 198.51.100.N."""
+    query = dns.message.from_wire(wire)
+    name = query.question[0].name
+    number = int(name.labels[0].removeprefix(b"host"))
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text(name, 5, dns.rdataclass.IN, dns.rdatatype.A, f"198.51.100.{number}")
+    )
+    return response.to_wire()
+
+
+def loopback_socket() -> socket.socket:
+    """A plain UDP socket, to send from without yielding to the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((LOOPBACK, 0))
+    return sock
+
+
+async def receive_from(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
+    while True:
+        await anyio.wait_readable(sock)
+        with contextlib.suppress(BlockingIOError):
+            return sock.recvfrom(65535)
+
+
+@pytest.fixture
+def own_dns_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dnspython keeps the first async library it finds for every later query, the server's
+    forwarding included: a test on another anyio backend lets it find its own, and leaves the
+    one it had to the other tests."""
+    monkeypatch.setattr(dns.asyncbackend, "_default_backend", None)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.usefixtures("own_dns_backend")
+async def test_replies_ready_at_once_all_reach_their_clients(store: Store) -> None:
+    """The tasks relaying forwarded answers and the loop answering from the zone share one UDP
+    socket, on which anyio lets one task send at a time (another raises BusyResourceError).
+
+    The fake upstream holds every forwarded question, then answers them all, and the zone
+    questions are sent, in one step without yielding: the server finds them all ready at once,
+    so its tasks want to send together, whatever the timing.
+    """
+    store.create(SERVICES, service("echo", cluster_ip="10.96.0.10"))
+    with contextlib.ExitStack() as sockets:
+        upstream = sockets.enter_context(loopback_socket())
+        clients = [sockets.enter_context(loopback_socket()) for _ in range(DIRECT)]
+        settings = DNSSettings(upstream=(LOOPBACK, upstream.getsockname()[1]), upstream_timeout=30)
+        async with running(store, settings) as port:
+            forwarded: dict[int, dns.message.Message] = {}
+
+            async def ask_outside(number: int) -> None:
+                forwarded[number] = await ask(port, f"host{number}.example.com")
+
+            async with anyio.create_task_group() as tasks:
+                for number in range(FORWARDED):
+                    tasks.start_soon(ask_outside, number)
+                with anyio.fail_after(10):
+                    held = [await receive_from(upstream) for _ in range(FORWARDED)]
+                queries = [
+                    dns.message.make_query("echo.default.svc.cluster.local", "A") for _ in clients
+                ]
+                for wire, address in held:
+                    upstream.sendto(upstream_answer(wire), address)
+                for client, query in zip(clients, queries, strict=True):
+                    client.sendto(query.to_wire(), (LOOPBACK, port))
+                with anyio.fail_after(10):
+                    direct = [
+                        dns.message.from_wire((await receive_from(client))[0]) for client in clients
+                    ]
+            after = await ask(port, "echo.default.svc.cluster.local")  # and it goes on serving
+
+    assert {number: answers(forwarded[number]) for number in range(FORWARDED)} == {
+        number: {f"198.51.100.{number}"} for number in range(FORWARDED)
+    }
+    assert [(reply.id, answers(reply)) for reply in direct] == [
+        (query.id, {"10.96.0.10"}) for query in queries
+    ]
+    assert answers(after) == {"10.96.0.10"}
+
+
+class UnreachableClients:
+    """The server's UDP socket, except that sending to the client ports in ``ports`` fails with
+    ``error()``, as sending to a client the host cannot reach does; each failure is reported
+    on ``failures``."""
+
+    def __init__(
+        self,
+        udp: UDPSocket,
+        ports: set[int],
+        error: Callable[[], Exception],
+        failures: MemoryObjectSendStream[int],
+    ) -> None:
+        self.udp, self.ports, self.error, self.failures = udp, ports, error, failures
+
+    async def __aenter__(self) -> UnreachableClients:
+        await self.udp.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.udp.__aexit__(*exc_info)
+
+    def __aiter__(self) -> UDPSocket:
+        return self.udp
+
+    def extra(self, attribute: Any, *default: Any) -> Any:
+        return self.udp.extra(attribute, *default)
+
+    async def sendto(self, data: bytes, host: str, port: int) -> None:
+        if port in self.ports:
+            self.failures.send_nowait(port)
+            raise self.error()
+        await self.udp.sendto(data, host, port)
+
+
+def unreachable() -> Exception:
+    return OSError(errno.ENETUNREACH, "Network is unreachable")
+
+
+def broken() -> Exception:
+    """What anyio's trio backend raises for an OSError from ``sendto``."""
+    error = anyio.BrokenResourceError()
+    error.__cause__ = unreachable()
+    return error
+
+
+@pytest.mark.parametrize("error", [unreachable, broken])
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.usefixtures("own_dns_backend")
+async def test_a_reply_that_cannot_be_sent_is_dropped(
+    store: Store, monkeypatch: pytest.MonkeyPatch, error: Callable[[], Exception]
+) -> None:
+    """A reply the host cannot send, from the zone or forwarded, is dropped, as UDP may drop
+    it: the server goes on answering the others."""
+    store.create(SERVICES, service("echo", cluster_ip="10.96.0.10"))
+    corporate = Store()
+    corporate.create(SERVICES, service("wiki", "intranet", cluster_ip="192.0.2.7"))
+    ports: set[int] = set()
+    failures, failed = anyio.create_memory_object_stream[int](10)
+    bind = dns_server._bind
+
+    async def bind_with_unreachable_clients(host: str, port: int) -> tuple[Any, Any]:
+        udp, tcp = await bind(host, port)
+        return UnreachableClients(udp, ports, error, failures), tcp
+
+    async with (
+        running(corporate, DNSSettings(domain="corp.example")) as upstream_port,
+        failures,
+        failed,
+    ):
+        monkeypatch.setattr(dns_server, "_bind", bind_with_unreachable_clients)
+        settings = DNSSettings(upstream=(LOOPBACK, upstream_port))
+        async with (
+            running(store, settings) as port,
+            await anyio.create_connected_udp_socket(LOOPBACK, port) as client,
+        ):
+            client_port = client.extra(SocketAttribute.local_port)
+            ports.add(client_port)
+            await client.send(VALID_QUERY)  # answered from the zone
+            await client.send(
+                dns.message.make_query("wiki.intranet.svc.corp.example", "A").to_wire()
+            )
+            with anyio.fail_after(5):
+                dropped = [await failed.receive(), await failed.receive()]
+            found = await ask(port, "echo.default.svc.cluster.local")
+            outside = await ask(port, "wiki.intranet.svc.corp.example")
+
+    assert dropped == [client_port] * 2  # the zone's answer and the forwarded one
+    assert answers(found) == {"10.96.0.10"}
+    assert answers(outside) == {"192.0.2.7"}
 
 
 # -- bad input --------------------------------------------------------------------------------
