@@ -29,6 +29,17 @@ carrying ``skip_mark``: the DNS server's own queries to those nameservers, for n
 not the cluster's. Conntrack rewrites the answers back, so programs see their nameserver
 answer. Being in this table, the redirection goes with it: deleting the table undoes it.
 
+NAT is decided once per conntrack entry, by its first packet, and an entry outlives its
+socket (30 s for UDP). The programs' queries and the server's own go from the same address
+to the same nameserver port, from ephemeral ports of the same range, so a query may find an
+entry that the other side left: a program's query then went straight to the nameserver
+(which knows no cluster name), and the server's own query came back to the server (which
+then waited for itself until its upstream timeout), about once in a thousand lookups under
+load. So the redirected traffic has a conntrack zone of its own (:data:`DNS_ZONE`, set in a
+fourth base chain, ``output_raw``, at priority raw, before conntrack): the programs' queries
+to the nameservers, and everything to and from the DNS server itself. The server's marked
+queries stay in the default zone, and entries of one zone never match packets of the other.
+
 **Replacing.** :func:`ruleset` starts with ``add table``, ``delete table``, ``add table``: the
 first makes the delete valid whether or not the table exists, so applying always replaces the
 previous version (a stale one left by a killed daemon included) in the same transaction that
@@ -81,6 +92,8 @@ TIMEOUT = 10.0
 CLUSTER_SET = "cluster"
 NEVER_SET = "never"
 DNS_SET = "dns_servers"
+#: The conntrack zone of the redirected DNS traffic (see the module docstring).
+DNS_ZONE = 0x7E1F
 
 
 class NftError(Exception):
@@ -145,14 +158,32 @@ def _l4proto(protocol: str) -> dict[str, Any]:
     return {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}}
 
 
-def _dport(protocol: str, port: int) -> dict[str, Any]:
+def _port_is(protocol: str, field: str, port: int) -> dict[str, Any]:
     return {
         "match": {
             "op": "==",
-            "left": {"payload": {"protocol": protocol, "field": "dport"}},
+            "left": {"payload": {"protocol": protocol, "field": field}},
             "right": port,
         }
     }
+
+
+def _addr_is(field: str, address: ipaddress.IPv4Address) -> dict[str, Any]:
+    return {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": "ip", "field": field}},
+            "right": str(address),
+        }
+    }
+
+
+def _mark_is_not(mark: int) -> dict[str, Any]:
+    return {"match": {"op": "!=", "left": {"meta": {"key": "mark"}}, "right": mark}}
+
+
+def _set_zone(zone: int) -> dict[str, Any]:
+    return {"mangle": {"key": {"ct": {"key": "zone"}}, "value": zone}}
 
 
 def _mark_is(mark: int) -> dict[str, Any]:
@@ -198,18 +229,37 @@ def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
     never_return = (_daddr_in(NEVER_SET), {"return": None})
     cluster = _daddr_in(CLUSTER_SET)
     table_id = {"family": FAMILY, "name": table}
-    dns_rules = []
+    dns_raw: list[dict[str, Any]] = []  # conntrack zones, before conntrack
+    dns_nat: list[dict[str, Any]] = []
     if (dns := redirection.dns) is not None:
-        dns_rules = [
-            rule(
-                "output_nat",
-                _daddr_in(DNS_SET),
-                _dport(protocol, 53),
-                {"match": {"op": "!=", "left": {"meta": {"key": "mark"}}, "right": dns.skip_mark}},
-                {"dnat": {"addr": str(dns.server), "port": dns.port}},
+        dns_raw.append(base_chain("output_raw", "filter", "output", -300))
+        for protocol in ("udp", "tcp"):
+            to_nameservers = (_daddr_in(DNS_SET), _port_is(protocol, "dport", 53))
+            dns_raw += [
+                rule(
+                    "output_raw", *to_nameservers, _mark_is_not(dns.skip_mark), _set_zone(DNS_ZONE)
+                ),
+                rule(
+                    "output_raw",
+                    _addr_is("daddr", dns.server),
+                    _port_is(protocol, "dport", dns.port),
+                    _set_zone(DNS_ZONE),
+                ),
+                rule(
+                    "output_raw",
+                    _addr_is("saddr", dns.server),
+                    _port_is(protocol, "sport", dns.port),
+                    _set_zone(DNS_ZONE),
+                ),
+            ]
+            dns_nat.append(
+                rule(
+                    "output_nat",
+                    *to_nameservers,
+                    _mark_is_not(dns.skip_mark),
+                    {"dnat": {"addr": str(dns.server), "port": dns.port}},
+                )
             )
-            for protocol in ("udp", "tcp")
-        ]
     return {
         "nftables": [
             {"add": {"table": table_id}},
@@ -221,8 +271,9 @@ def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
                 DNS_SET,
                 [ipaddress.IPv4Network(ns) for ns in dns.nameservers] if dns is not None else [],
             ),
+            *dns_raw,
             base_chain("output_nat", "nat", "output", -100),
-            *dns_rules,
+            *dns_nat,
             rule("output_nat", *never_return),
             rule(
                 "output_nat",

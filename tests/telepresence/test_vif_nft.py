@@ -266,8 +266,10 @@ while True:
 ASK = """
 import socket, sys
 client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-if len(sys.argv) > 3:
+if len(sys.argv) > 3 and int(sys.argv[3]):  # the mark; 0: none
     client.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(sys.argv[3]))
+if len(sys.argv) > 4:  # the source port
+    client.bind(("0.0.0.0", int(sys.argv[4])))
 client.settimeout(2)
 client.sendto(b"query", (sys.argv[1], int(sys.argv[2])))
 try:
@@ -325,6 +327,19 @@ def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns
         assert ask("192.0.2.53", "53") == "daemon:query 192.0.2.53:53"
         # The daemon's own query (marked) goes to the nameserver itself.
         assert ask("192.0.2.53", "53", str(0x7E1F)) == "nameserver:query 192.0.2.53:53"
+        # Queries straight to the daemon's server are answered too.
+        assert ask("10.96.0.10", "5353") == "daemon:query 10.96.0.10:5353"
+        # A program's query from the source port of one of the daemon's own a moment ago (its
+        # conntrack entry, not DNATed, still there) is redirected all the same, and the other
+        # way round: the two kinds are in conntrack zones of their own.
+        mark = str(0x7E1F)
+        for port, first, then in ((40001, mark, "0"), (40002, "0", mark)):
+            firsts = ask("192.0.2.53", "53", first, str(port))
+            thens = ask("192.0.2.53", "53", then, str(port))
+            assert {first: firsts, then: thens} == {
+                mark: "nameserver:query 192.0.2.53:53",
+                "0": "daemon:query 192.0.2.53:53",
+            }
         # Without the DNS redirect (the systemd-resolved mode), queries are left alone.
         apply(dataclasses.replace(given, dns=None), netns=ns)
         assert ask("192.0.2.53", "53") == "nameserver:query 192.0.2.53:53"
