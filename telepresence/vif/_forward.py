@@ -44,7 +44,10 @@ flow's first datagrams only (those that arrived before the flow's socket was con
 to the flow's small :data:`FLOW_BACKLOG`), and the flow's own task moves the rest: one
 ``recv`` and one ``send`` a datagram. The flow's datagram stream is opened with
 :meth:`~telepresence.socks.ClusterDialer.open_udp`; datagrams that arrive while it opens
-wait in the kernel. Flows are kept in least-recently-active order: one task closes those
+wait in the kernel. A flow whose destination cannot be dialled (refused, unreachable, no
+session) stays behind for :data:`UDP_RETRY_AFTER` seconds without a socket: the client's
+datagrams to that destination are dropped meanwhile, rather than each one asking the
+traffic-manager again. Flows are kept in least-recently-active order: one task closes those
 idle for ``idle_timeout`` seconds (no datagram either way), and opening one more than
 ``max_flows`` closes the least recently active first, so neither descriptors nor memory
 grow without bound. A datagram the client's socket has no room for is dropped, as UDP may.
@@ -83,6 +86,7 @@ __all__ = [
     "MAX_FLOWS",
     "READ_SIZE",
     "UDP_IDLE_TIMEOUT",
+    "UDP_RETRY_AFTER",
     "original_destination",
     "serve_tcp",
     "serve_udp",
@@ -111,6 +115,8 @@ LISTEN_BACKLOG = 4096
 ACCEPT_BACKOFF = 0.1
 #: Seconds a UDP flow may carry no datagram before it is closed.
 UDP_IDLE_TIMEOUT = 60.0
+#: Seconds after a UDP destination could not be dialled before a datagram dials it again.
+UDP_RETRY_AFTER = 5.0
 #: UDP flows open at once; one more closes the least recently active.
 MAX_FLOWS = 4096
 #: Datagrams a flow keeps from the listener while its stream opens; more are dropped.
@@ -415,6 +421,7 @@ async def serve_udp(
     *,
     idle_timeout: float = UDP_IDLE_TIMEOUT,
     max_flows: int = MAX_FLOWS,
+    retry_after: float = UDP_RETRY_AFTER,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Forward the datagrams that ``tproxy`` delivers to ``sock``, one flow per client and
@@ -425,11 +432,12 @@ async def serve_udp(
         dialer: opens each flow's destination in the cluster.
         idle_timeout: seconds without a datagram either way after which a flow is closed.
         max_flows: flows open at once; one more closes the least recently active.
+        retry_after: seconds after a failed dial before the destination is dialled again.
         task_status: told once datagrams are being received.
     """
     if max_flows < 1:
         raise ValueError("max_flows must be at least 1")
-    forwarder = _UDPForwarder(sock, dialer, idle_timeout, max_flows)
+    forwarder = _UDPForwarder(sock, dialer, idle_timeout, max_flows, retry_after)
     sock.setblocking(False)
     async with anyio.create_task_group() as flows:
         flows.start_soon(forwarder.close_idle_flows, name="UDP forwarder: idle flows")
@@ -440,7 +448,16 @@ async def serve_udp(
 class _Flow:
     """One client's datagrams to one destination, and the replies."""
 
-    __slots__ = ("client", "destination", "last_active", "pending", "scope", "socket", "wake")
+    __slots__ = (
+        "client",
+        "destination",
+        "failed_until",
+        "last_active",
+        "pending",
+        "scope",
+        "socket",
+        "wake",
+    )
 
     def __init__(self, client: Address, destination: Address, sock: socket.socket) -> None:
         self.client = client
@@ -452,6 +469,8 @@ class _Flow:
         #: Set while the flow waits for its socket: cancelled when ``pending`` grows.
         self.wake: anyio.CancelScope | None = None
         self.last_active = time.monotonic()
+        #: Set when the destination could not be dialled: until then, datagrams are dropped.
+        self.failed_until: float | None = None
 
     def offer(self, data: bytes) -> None:
         if len(self.pending) < FLOW_BACKLOG:
@@ -462,13 +481,19 @@ class _Flow:
 
 class _UDPForwarder:
     def __init__(
-        self, sock: socket.socket, dialer: ClusterDialer, idle_timeout: float, max_flows: int
+        self,
+        sock: socket.socket,
+        dialer: ClusterDialer,
+        idle_timeout: float,
+        max_flows: int,
+        retry_after: float,
     ) -> None:
         self._socket = sock
         self._own_address: Address = sock.getsockname()
         self._dialer = dialer
         self._idle_timeout = idle_timeout
         self._max_flows = max_flows
+        self._retry_after = retry_after
         #: Least recently active first.
         self._flows: OrderedDict[tuple[Address, Address], _Flow] = OrderedDict()
 
@@ -498,7 +523,13 @@ class _UDPForwarder:
                 log.debug("UDP from %s:%d: sent to the forwarder itself, dropped", *client)
             else:
                 key = (client, destination)
-                flow = self._flows.get(key) or self._open(client, destination, flows)
+                flow = self._flows.get(key)
+                if flow is not None and flow.failed_until is not None:
+                    if time.monotonic() >= flow.failed_until:
+                        del self._flows[key]  # dialled again below
+                    flow = None  # else dropped: it could not be dialled a moment ago
+                if key not in self._flows:
+                    flow = self._open(client, destination, flows)
                 if flow is not None:
                     flow.offer(data)
                     self._active(flow)
@@ -547,6 +578,7 @@ class _UDPForwarder:
     async def _run(self, flow: _Flow) -> None:
         where = (*flow.client, *flow.destination)
         stream: anyio.abc.UnreliableObjectStream[bytes] | None = None
+        failed = False
         try:
             with flow.scope:
                 stream = await self._dialer.open_udp(*flow.destination)
@@ -559,12 +591,18 @@ class _UDPForwarder:
                     directions.cancel_scope.cancel()
         except _DIAL_ERRORS as error:
             log.debug("UDP %s:%d -> %s:%d: cannot dial: %s", *where, error)
+            failed = stream is None
         except Exception:
             log.exception("UDP %s:%d -> %s:%d: unexpected error", *where)
         finally:
             # The socket first: the client's next datagram then goes to the listener, and
-            # opens a new flow, instead of waiting here for nobody.
-            self._close(flow)
+            # opens a new flow (or, after a failed dial, is dropped there for a while),
+            # instead of waiting here for nobody.
+            if failed and self._flows.get((flow.client, flow.destination)) is flow:
+                flow.failed_until = time.monotonic() + self._retry_after
+                flow.pending.clear()
+            else:
+                self._close(flow)
             flow.socket.close()
             if stream is not None:
                 await _close_quietly(stream)

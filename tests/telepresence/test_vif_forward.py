@@ -194,6 +194,13 @@ def test_udp_flows_are_bounded_least_recently_active_first(ns: str, backend: str
 
 
 @every_backend
+def test_udp_to_a_destination_that_cannot_be_dialled_is_dropped_then_dialled_again(
+    ns: str, backend: str
+) -> None:
+    run_in(ns, backend, udp_dial_failure, retry_after=0.5)
+
+
+@every_backend
 def test_udp_straight_to_the_forwarder_is_dropped(ns: str, backend: str) -> None:
     run_in(ns, backend, udp_not_redirected)
 
@@ -238,6 +245,8 @@ class FakeDialer:
     tcp_dials: list[tuple[str, int]] = field(default_factory=list)
     udp_dials: list[tuple[str, int]] = field(default_factory=list)
     flows: list[FakeFlow] = field(default_factory=list)
+    #: Set when a UDP dial was refused.
+    udp_refused: anyio.Event = field(default_factory=anyio.Event)
 
     async def open_tcp(self, host: str, port: int) -> anyio.abc.ByteStream:
         self.tcp_dials.append((host, port))
@@ -252,6 +261,9 @@ class FakeDialer:
 
     async def open_udp(self, host: str, port: int) -> anyio.abc.UnreliableObjectStream[bytes]:
         self.udp_dials.append((host, port))
+        if port == REFUSED:
+            self.udp_refused.set()
+            raise StreamResetError(ResetReason.REFUSED, f"dial udp {host}:{port}", remote=True)
         flow = FakeFlow(await anyio.create_connected_udp_socket("127.0.0.1", self.udp_echo_port))
         self.flows.append(flow)
         return flow
@@ -298,7 +310,7 @@ async def serve_udp_echo(udp: anyio.abc.UDPSocket) -> None:
 
 @contextlib.asynccontextmanager
 async def forwarding(
-    *, idle_timeout: float = 60.0, max_flows: int = MAX_FLOWS
+    *, idle_timeout: float = 60.0, max_flows: int = MAX_FLOWS, retry_after: float = 5.0
 ) -> AsyncIterator[World]:
     """The cluster's servers, and both forwarders on their ports, for one scenario."""
     endings_in, endings = anyio.create_memory_object_stream[str](math.inf)
@@ -325,7 +337,12 @@ async def forwarding(
                 await tasks.start(serve_tcp, listener, dialer)
                 await tasks.start(
                     functools.partial(
-                        serve_udp, udp, dialer, idle_timeout=idle_timeout, max_flows=max_flows
+                        serve_udp,
+                        udp,
+                        dialer,
+                        idle_timeout=idle_timeout,
+                        max_flows=max_flows,
+                        retry_after=retry_after,
                     )
                 )
                 yield World(dialer, endings)
@@ -559,6 +576,29 @@ async def udp_flow_limit(world: World) -> None:
         await flow_b.closed.wait()
         assert not flow_a.closed.is_set()
         assert not world.dialer.flows[2].closed.is_set()
+
+
+async def udp_dial_failure(world: World) -> None:
+    refused, open_one = ("10.99.3.4", REFUSED), ("10.99.3.4", 5353)
+    async with await udp_client() as client:
+
+        async def datagram_then_round_trip() -> None:
+            # The listener takes datagrams in order: once the second one's echo is back, the
+            # first one has been dealt with.
+            await client.sendto(b"to nobody", *refused)
+            await client.sendto(b"ping", *open_one)
+            assert await client.receive() == (b"echo:ping", open_one)
+
+        await datagram_then_round_trip()
+        await world.dialer.udp_refused.wait()
+        await anyio.sleep(0.1)  # the failed flow's task ends
+        for _ in range(3):
+            await datagram_then_round_trip()
+        assert world.dialer.udp_dials.count(refused) == 1
+        await anyio.sleep(0.6)  # retry_after
+        await datagram_then_round_trip()
+        assert world.dialer.udp_dials.count(refused) == 2
+    assert world.dialer.udp_dials.count(open_one) == 1
 
 
 async def udp_not_redirected(world: World) -> None:
