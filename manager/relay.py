@@ -69,7 +69,9 @@ class SocketDialer:
     """The real :class:`Dialer`: the manager pod's own sockets."""
 
     async def connect_tcp(self, address: IPAddress, port: int) -> anyio.abc.ByteStream:
-        return await anyio.connect_tcp(str(address), port)
+        # Not anyio.connect_tcp: its task group (happy eyeballs, for one address) and its
+        # transport cost more than the rest of a short connection's relaying.
+        return await shell.open_tcp(str(address), port)
 
     async def connect_udp(
         self, address: IPAddress, port: int

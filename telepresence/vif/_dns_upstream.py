@@ -20,10 +20,8 @@ on every event loop alike (asyncio's datagram transports swallow that error).
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
-import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -37,7 +35,10 @@ import dns.rdatatype
 import dns.rrset
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from telepresence.wire.shell import open_tcp
+
 if TYPE_CHECKING:
+    import os
     from collections.abc import Sequence
 
 __all__ = [
@@ -124,13 +125,13 @@ class Upstreams:
                 reply = await self._exchange_tcp(wire, qid, question, address)
         return reply
 
-    def _socket(self, address: tuple[str, int], kind: socket.SocketKind) -> socket.socket:
+    def _udp_socket(self, address: tuple[str, int]) -> socket.socket:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = socket.socket(family, kind)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             if self._mark is not None:
-                # Before the first packet, TCP's SYN included: see the module docstring.
+                # Before the first packet: see the module docstring.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self._mark)
         except BaseException:
             sock.close()
@@ -144,7 +145,7 @@ class Upstreams:
         question: list[dns.rrset.RRset],
         address: tuple[str, int],
     ) -> dns.message.Message:
-        with self._socket(address, socket.SOCK_DGRAM) as sock:
+        with self._udp_socket(address) as sock:
             sock.connect(address)  # no packet: it fixes the peer, and asks for its ICMP errors
             # UDP may lose the query or its reply: sent again every RETRANSMIT seconds until
             # the caller's timeout, as stub resolvers do, rather than failing the first loss
@@ -174,19 +175,8 @@ class Upstreams:
         question: list[dns.rrset.RRset],
         address: tuple[str, int],
     ) -> dns.message.Message:
-        sock = self._socket(address, socket.SOCK_STREAM)
-        try:
-            code = sock.connect_ex(address)
-            if code not in (0, errno.EINPROGRESS):
-                raise OSError(code, os.strerror(code))
-            await anyio.wait_writable(sock)
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                raise OSError(code, os.strerror(code))
-            stream = await anyio.abc.SocketStream.from_socket(sock)
-        except BaseException:
-            sock.close()
-            raise
+        # Marked before its first packet, the SYN: see the module docstring.
+        stream = await open_tcp(*address, mark=self._mark)
         async with stream:
             await stream.send(len(wire).to_bytes(2, "big") + wire)
             buffered = BufferedByteReceiveStream(stream)

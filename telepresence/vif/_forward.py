@@ -12,10 +12,11 @@ objects and drive them with :func:`anyio.wait_readable` / :func:`anyio.wait_writ
 they run on asyncio (uvloop included) and on trio alike. A read or write is tried first and
 waited for only when the kernel says it would block: in a bulk transfer the socket is
 nearly always ready, so a chunk costs one ``recv`` or ``send`` and one pass of the event loop,
-not a poller registration, and reads of :data:`READ_SIZE` keep the chunks few. anyio's own
-socket streams pause and resume reading around every ``receive()`` and read 64 KiB at a
-time: through them the forwarder moved a third to half as many bytes per second on asyncio and
-uvloop. Here a connection is its socket, one small object and three tasks (its own and
+not a poller registration, and reads of 256 KiB keep the chunks few (a program's connection
+is a :class:`~telepresence.wire.shell.SocketByteStream`). anyio's own socket streams pause and
+resume reading around every ``receive()`` and read 64 KiB at a time: through them the
+forwarder moved a third to half as many bytes per second on asyncio and uvloop. Here a
+connection is its socket, one small object and three tasks (its own and
 :func:`~telepresence.wire.shell.splice`'s two); no thread, no buffer of its own. The tasks are
 most of its memory: about 17 KB an idle connection on asyncio with anyio 4.16.
 
@@ -75,7 +76,7 @@ from anyio.abc import SocketAttribute
 
 from telepresence.socks import DialError
 from telepresence.wire.mux import LocalProtocolError, ResetReason
-from telepresence.wire.shell import MuxStream, splice
+from telepresence.wire.shell import MuxStream, SocketByteStream, splice
 
 if TYPE_CHECKING:
     from telepresence.socks import ClusterDialer
@@ -84,7 +85,6 @@ __all__ = [
     "ACCEPT_BACKOFF",
     "FLOW_BACKLOG",
     "MAX_FLOWS",
-    "READ_SIZE",
     "UDP_IDLE_TIMEOUT",
     "UDP_RETRY_AFTER",
     "original_destination",
@@ -104,8 +104,6 @@ SO_ORIGINAL_DST = 80
 IP_RECVORIGDSTADDR = IP_ORIGDSTADDR = 20
 _ANCILLARY_SIZE = socket.CMSG_SPACE(16)  # one struct sockaddr_in
 
-#: Bytes asked of the kernel per read of a program's connection.
-READ_SIZE = 256 * 1024
 #: The largest datagram read (the largest UDP payload over IPv4 is 65,507 bytes).
 MAX_DATAGRAM = 65535
 #: Connections the kernel may hold for the listener before it accepts them.
@@ -289,7 +287,7 @@ async def serve_tcp(
 async def _forward_connection(sock: socket.socket, peer: Address, dialer: ClusterDialer) -> None:
     """One program's connection, from its original destination to the end; whatever happens
     ends here."""
-    client = _ClientStream(sock)
+    client = SocketByteStream(sock)
     finished = False
     try:
         # The program made its own choice about Nagle on its socket; ours would only add a
@@ -336,80 +334,6 @@ def _abort(stream: anyio.abc.ByteStream) -> None:
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if raw is not None:
         _reset_on_close(raw)
-
-
-class _ClientStream(anyio.abc.ByteStream):
-    """A program's redirected connection, as the byte stream that ``splice`` moves."""
-
-    __slots__ = ("_socket",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self._socket = sock
-
-    async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
-        # Waits happen outside the except clauses: an idle connection would otherwise keep
-        # its BlockingIOError, with traceback, alive for as long as it waits.
-        sock = self._socket
-        waited = False
-        while True:
-            try:
-                data = sock.recv(max_bytes)
-                break
-            except BlockingIOError:
-                pass
-            except OSError as error:
-                raise self._failure(error) from error
-            await anyio.wait_readable(sock)
-            waited = True
-        if not waited:
-            await anyio.lowlevel.checkpoint()  # give other tasks their turn
-        if not data:
-            raise anyio.EndOfStream
-        return data
-
-    async def send(self, item: bytes | bytearray | memoryview) -> None:
-        sock = self._socket
-        try:
-            sent = sock.send(item)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            raise self._failure(error) from error
-        if sent == len(item):
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            return
-        view = memoryview(item)[sent:]
-        while view:
-            await anyio.wait_writable(sock)
-            try:
-                view = view[sock.send(view) :]
-            except BlockingIOError:
-                pass
-            except OSError as error:
-                raise self._failure(error) from error
-
-    async def send_eof(self) -> None:
-        try:
-            self._socket.shutdown(socket.SHUT_WR)
-        except OSError as error:
-            raise self._failure(error) from error
-        await anyio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        self.close()
-        await anyio.lowlevel.checkpoint()
-
-    def close(self, *, reset: bool = False) -> None:
-        """Close now; with ``reset``, with a RST (``SO_LINGER`` 0)."""
-        if reset and self._socket.fileno() >= 0:
-            _reset_on_close(self._socket)
-        self._socket.close()
-
-    def _failure(self, error: OSError) -> Exception:
-        if self._socket.fileno() < 0:
-            return anyio.ClosedResourceError()
-        return anyio.BrokenResourceError(f"the program's connection failed: {error}")
 
 
 # --- UDP -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from telepresence.wire.shell._connection import (
     connect,
 )
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
+from telepresence.wire.shell._sockets import SocketByteStream, open_tcp
 from telepresence.wire.shell._splice import splice
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream
 
@@ -32,8 +33,10 @@ __all__ = [
     "MuxConnection",
     "MuxDatagramStream",
     "MuxStream",
+    "SocketByteStream",
     "StreamResetError",
     "accept",
     "connect",
+    "open_tcp",
     "splice",
 ]

@@ -1,0 +1,163 @@
+"""A TCP socket as an anyio byte stream, read and written directly.
+
+anyio's own socket streams go through the event loop's transport and protocol: on asyncio,
+every ``receive()`` resumes and pauses reading (a poller registration each time), data
+arrives in chunks of the transport's choosing, and opening one with
+:func:`anyio.connect_tcp` runs a task group for happy eyeballs even for an address. Where a
+relay moves a connection's bytes between a socket and a mux stream (the root daemon's
+forwarder, the traffic-manager's dial into the cluster), those costs are most of what it
+spends per message and per connection. :class:`SocketByteStream` tries each ``recv`` and
+``send`` first and waits (:func:`anyio.wait_readable`, :func:`anyio.wait_writable`) only when
+the kernel says it would block, which on asyncio (uvloop included) and trio alike costs one
+system call per chunk in a busy transfer. :func:`open_tcp` connects one without a thread or a
+task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import struct
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.abc import SocketAttribute
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["READ_SIZE", "SocketByteStream", "open_tcp"]
+
+#: Bytes asked of the kernel per ``receive()`` by default.
+READ_SIZE = 256 * 1024
+
+
+class SocketByteStream(anyio.abc.ByteStream):
+    """A connected TCP socket (made non-blocking here) as an anyio byte stream.
+
+    Errors of the socket are ``BrokenResourceError`` (``ClosedResourceError`` once closed);
+    the end of the peer's data is ``EndOfStream``.
+    """
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._socket = sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        sock = self._socket
+        return {
+            SocketAttribute.family: lambda: sock.family,
+            SocketAttribute.raw_socket: lambda: sock,
+            SocketAttribute.local_address: sock.getsockname,
+            SocketAttribute.local_port: lambda: sock.getsockname()[1],
+            SocketAttribute.remote_address: sock.getpeername,
+            SocketAttribute.remote_port: lambda: sock.getpeername()[1],
+        }
+
+    async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
+        # Waits happen outside the except clauses: an idle connection would otherwise keep
+        # its BlockingIOError, with traceback, alive for as long as it waits.
+        sock = self._socket
+        waited = False
+        while True:
+            try:
+                data = sock.recv(max_bytes)
+                break
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                raise self._failure(error) from error
+            await anyio.wait_readable(sock)
+            waited = True
+        if not waited:
+            await anyio.lowlevel.checkpoint()  # give other tasks their turn
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        sock = self._socket
+        try:
+            sent = sock.send(item)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            raise self._failure(error) from error
+        if sent == len(item):
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return
+        view = memoryview(item)[sent:]
+        while view:
+            await anyio.wait_writable(sock)
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                raise self._failure(error) from error
+
+    async def send_eof(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            raise self._failure(error) from error
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    def close(self, *, reset: bool = False) -> None:
+        """Close now (a task waiting on the socket gets ``ClosedResourceError``); with
+        ``reset``, with a RST (``SO_LINGER`` 0) rather than a FIN."""
+        sock = self._socket
+        if sock.fileno() < 0:
+            return
+        if reset:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        anyio.notify_closing(sock)
+        sock.close()
+
+    def _failure(self, error: OSError) -> Exception:
+        if self._socket.fileno() < 0:
+            return anyio.ClosedResourceError()
+        return anyio.BrokenResourceError(f"the connection failed: {error}")
+
+
+async def open_tcp(host: str, port: int, *, mark: int | None = None) -> SocketByteStream:
+    """Connect to ``host`` (an IPv4 or IPv6 address, not a name) and ``port``.
+
+    Args:
+        mark: ``SO_MARK`` for the socket, set before its first packet; None: none.
+
+    Raises:
+        OSError: The connection failed; the subclass says how (``ConnectionRefusedError``,
+            ``TimeoutError``, ...).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if mark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        code = sock.connect_ex((host, port))
+        if code == errno.EINPROGRESS:
+            await anyio.wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            await anyio.lowlevel.checkpoint()
+        if code:
+            raise OSError(code, os.strerror(code))  # the errno's own subclass of OSError
+    except BaseException:
+        sock.close()
+        raise
+    return SocketByteStream(sock)
