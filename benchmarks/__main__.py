@@ -10,6 +10,7 @@ BENCHMARKS = {
     "sandbox": "benchmarks.sandbox",
     "manager": "benchmarks.manager",
     "connect": "benchmarks.connect",
+    "relays": "benchmarks.relays",
 }
 
 
