@@ -184,7 +184,9 @@ def measure_sshuttle(lab: Lab, round_index: int) -> dict[str, float]:
     log = lab.directory / f"sshuttle-{round_index}.log"
     with opened(lab.directory, routes=subnets, forwarded=[f"{lab.sshd}/32"]):
         start = time.perf_counter()
-        with sshuttle_peer.running_sshuttle(lab.directory, lab.sshd_files, lab.sshd, subnets, log):
+        with sshuttle_peer.running_sshuttle(
+            lab.directory, lab.sshd_files, lab.sshd, subnets, log, notes=lab.notes
+        ):
             figures = {"connect_s": round(time.perf_counter() - start, 3)}
             figures |= lab.pod_and_service(lab.service)
             figures |= lab.dns(SERVICE_FQDN, round_index)  # the pod's resolver, by --dns

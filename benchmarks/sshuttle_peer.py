@@ -186,12 +186,19 @@ def _nft_tables(directory: Path) -> list[str]:
 
 @contextlib.contextmanager
 def running_sshuttle(
-    directory: Path, files: SshdFiles, server: str, subnets: list[str], log: Path
+    directory: Path,
+    files: SshdFiles,
+    server: str,
+    subnets: list[str],
+    log: Path,
+    *,
+    notes: list[str] | None = None,
 ) -> Iterator[int]:
     """sshuttle in the workstation, tunnelling ``subnets`` and the workstation's DNS queries
     (``--dns``: answered by the server's resolver, the pod's, so the cluster DNS) through
-    ``root@server``; yields its PID once connected. Afterwards it is interrupted and must
-    have removed its table."""
+    ``root@server``; yields its PID once connected. Afterwards it is interrupted, and should
+    have removed its table: one it left behind (it would redirect the next paths' traffic to
+    nobody) is deleted here, and said in ``notes``."""
     command = [
         SSHUTTLE, "--method", "nft", "--dns", "--python", "python3", "-r", f"root@{server}",
         "--ssh-cmd", files.ssh_command(), *subnets,
@@ -215,8 +222,14 @@ def running_sshuttle(
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
     left = [line for line in _nft_tables(directory) if "sshuttle" in line]
+    for table in left:  # "table inet sshuttle-ipv4-12300"
+        argv, env = control.workstation_argv(directory, ["nft", "delete", *table.split()])
+        subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     if left:
-        raise SystemExit(f"sshuttle left its nftables table behind in the workstation: {left}")
+        note = f"sshuttle left its nftables table behind after interruption (deleted): {left}"
+        print(f"  {note}", file=sys.stderr)
+        if notes is not None:
+            notes.append(note)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], log: Path) -> None:
