@@ -17,8 +17,8 @@ owned by the name it asked or by a CNAME target, so the answer must be for ``ech
 service's own CNAME is relabelled the same way, and its target's records follow it unchanged.
 A lookup that raises, outlasts ``lookup_timeout`` or sends records that do not parse is a
 failure: SERVFAIL (unless the cache still holds a stale answer, see below), and the search
-stops there, so that a manager that does not answer costs
-one timeout per query instead of one per candidate. For a maybe-cluster name, NXDOMAIN or a
+stops there, so that a manager that does not answer costs one timeout per query instead of
+one per candidate. For a maybe-cluster name, NXDOMAIN or a
 failure passes the query upstream; the upstream's NOERROR wins, else the cluster's failure
 (SERVFAIL) is the answer rather than the upstream's NXDOMAIN: a name is not said to be
 missing when the cluster could not tell.
