@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import struct
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -239,8 +238,7 @@ def _abort(target: anyio.abc.ByteStream) -> None:
     """Make closing ``target`` send a RST rather than a FIN."""
     raw = target.extra(SocketAttribute.raw_socket, None)
     if raw is not None:
-        with contextlib.suppress(OSError):
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        shell.reset_on_close(raw)
 
 
 def _from_client(error: BaseException) -> bool:

@@ -76,7 +76,7 @@ from anyio.abc import SocketAttribute
 
 from telepresence.socks import DialError
 from telepresence.wire.mux import LocalProtocolError, ResetReason
-from telepresence.wire.shell import MuxStream, SocketByteStream, splice
+from telepresence.wire.shell import MuxStream, SocketByteStream, reset_on_close, splice
 
 if TYPE_CHECKING:
     from telepresence.socks import ClusterDialer
@@ -220,12 +220,6 @@ async def _close_quietly(resource: anyio.abc.AsyncResource) -> None:
             log.debug("closing %r: %r", resource, error)
 
 
-def _reset_on_close(sock: socket.socket) -> None:
-    """Make closing ``sock`` send a RST rather than a FIN."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
 # --- TCP -------------------------------------------------------------------------------------
 
 
@@ -333,7 +327,7 @@ def _abort(stream: anyio.abc.ByteStream) -> None:
         return
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if raw is not None:
-        _reset_on_close(raw)
+        reset_on_close(raw)
 
 
 # --- UDP -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from telepresence.wire.shell._connection import (
     connect,
 )
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
-from telepresence.wire.shell._sockets import SocketByteStream, open_tcp
+from telepresence.wire.shell._sockets import SocketByteStream, open_tcp, reset_on_close
 from telepresence.wire.shell._splice import splice
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream
 
@@ -38,5 +38,6 @@ __all__ = [
     "accept",
     "connect",
     "open_tcp",
+    "reset_on_close",
     "splice",
 ]

@@ -30,7 +30,7 @@ from anyio.abc import SocketAttribute
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["READ_SIZE", "SocketByteStream", "open_tcp"]
+__all__ = ["READ_SIZE", "SocketByteStream", "open_tcp", "reset_on_close"]
 
 #: Bytes asked of the kernel per ``receive()`` by default.
 READ_SIZE = 256 * 1024
@@ -121,8 +121,7 @@ class SocketByteStream(anyio.abc.ByteStream):
         if sock.fileno() < 0:
             return
         if reset:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            reset_on_close(sock)
         anyio.notify_closing(sock)
         sock.close()
 
@@ -130,6 +129,12 @@ class SocketByteStream(anyio.abc.ByteStream):
         if self._socket.fileno() < 0:
             return anyio.ClosedResourceError()
         return anyio.BrokenResourceError(f"the connection failed: {error}")
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make closing ``sock`` send a RST rather than a FIN (``SO_LINGER`` 0)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def open_tcp(host: str, port: int, *, mark: int | None = None) -> SocketByteStream:
