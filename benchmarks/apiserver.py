@@ -69,6 +69,7 @@ import aiohttp
 import anyio
 from aiohttp import web
 
+from benchmarks._stats import percentile
 from sandbox.apiserver.run import serving_context
 
 if TYPE_CHECKING:
@@ -321,11 +322,6 @@ def measured(server: Server) -> Iterator[Usage]:
     usage.wall = time.perf_counter() - wall
     usage.server_cpu = server.cpu_seconds() - server_cpu
     usage.client_cpu = time.process_time() - client_cpu
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def configmap(index: int, namespace: str = NAMESPACE) -> dict[str, Any]:

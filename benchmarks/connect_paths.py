@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from benchmarks._stats import percentile
 from benchmarks.manager_client import (
     ECHO_PORT,
     round_trips,
@@ -67,11 +68,6 @@ if TYPE_CHECKING:
 
 #: Connections opened at once while ``hold`` builds up its set.
 HOLD_CONCURRENCY = 64
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _share(cpu: float, wall: float) -> float:
@@ -125,7 +121,7 @@ async def measure_tcp(arguments: argparse.Namespace) -> dict[str, float]:
     result["conn_per_s"] = round(await streams_per_second(open_stream, arguments.connections), 1)
     samples = await round_trips(open_stream, arguments.round_trips)
     result["rtt_p50_us"] = round(statistics.median(samples), 1)
-    result["rtt_p99_us"] = round(_percentile(samples, 0.99), 1)
+    result["rtt_p99_us"] = round(percentile(samples, 0.99), 1)
     return result
 
 
@@ -155,7 +151,7 @@ class Lookups:
             raise SystemExit(f"all {self.failed} lookups failed")
         return {
             f"{prefix}_p50_us": round(statistics.median(self.samples), 1),
-            f"{prefix}_p99_us": round(_percentile(self.samples, 0.99), 1),
+            f"{prefix}_p99_us": round(percentile(self.samples, 0.99), 1),
             f"{prefix}_failed": self.failed,
         }
 

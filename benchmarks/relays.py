@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._stats import percentile
+
 MESSAGE = 64
 PARALLEL = 8
 
@@ -144,11 +146,6 @@ def _connections_per_second(port: int, count: int) -> float:
     return asyncio.run(main())
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def measure(round_trips: int, connections: int, repeat: int) -> dict[str, Any]:
     echo = _Server("echo")
     servers = [echo]
@@ -163,8 +160,8 @@ def measure(round_trips: int, connections: int, repeat: int) -> dict[str, Any]:
             for path, port in ports.items():
                 samples = _round_trips(port, round_trips)
                 figures = runs[path]
-                figures.setdefault("rtt_p50_us", []).append(_percentile(samples, 0.5) * 1e6)
-                figures.setdefault("rtt_p99_us", []).append(_percentile(samples, 0.99) * 1e6)
+                figures.setdefault("rtt_p50_us", []).append(percentile(samples, 0.5) * 1e6)
+                figures.setdefault("rtt_p99_us", []).append(percentile(samples, 0.99) * 1e6)
                 rate = _connections_per_second(port, connections)
                 figures.setdefault("conn_per_s", []).append(rate)
     finally:

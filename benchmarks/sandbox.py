@@ -36,6 +36,7 @@ import anyio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.stream import WsApiClient
 
+from benchmarks._stats import percentile
 from sandbox.cluster import control
 from sandbox.cluster.daemon import prefix_for
 from sandbox.node import netns
@@ -176,11 +177,6 @@ def _round_trips(directory: Path, ip: str, count: int) -> list[float]:
     return [float(line) for line in output.split()]
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def measure(directory: Path, nodes: int, mib: int, rounds: int, count: int) -> dict[str, Any]:
     start = time.perf_counter()
     control.up(directory, nodes, lambda line: print(f"  sandbox: {line}", file=sys.stderr))
@@ -215,10 +211,10 @@ def measure(directory: Path, nodes: int, mib: int, rounds: int, count: int) -> d
         "port_forward_rounds": [round(x, 1) for x in forwarded],
         "direct_rounds": [round(x, 1) for x in direct],
         "mib": mib,
-        "service_rtt_p50_us": round(_percentile(to_service, 0.5), 1),
-        "service_rtt_p99_us": round(_percentile(to_service, 0.99), 1),
-        "pod_rtt_p50_us": round(_percentile(to_pod, 0.5), 1),
-        "pod_rtt_p99_us": round(_percentile(to_pod, 0.99), 1),
+        "service_rtt_p50_us": round(percentile(to_service, 0.5), 1),
+        "service_rtt_p99_us": round(percentile(to_service, 0.99), 1),
+        "pod_rtt_p50_us": round(percentile(to_pod, 0.5), 1),
+        "pod_rtt_p99_us": round(percentile(to_pod, 0.99), 1),
         "round_trips": count,
         "client_on_other_node": nodes > 1,
     }

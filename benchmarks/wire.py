@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSListener, TLSStream
 
+from benchmarks._stats import percentile
 from telepresence.wire import shell, tls
 
 if TYPE_CHECKING:
@@ -206,11 +207,6 @@ async def mux_rtt(peer: Peer, count: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def _measure(peer: Peer, size: int, round_trips: int, repeat: int) -> dict[str, float]:
     # Interleave the contenders and report each one's median run, so that a burst of load
     # from elsewhere on the machine (or one lucky run) moves one sample, not one contender.
@@ -227,10 +223,10 @@ async def _measure(peer: Peer, size: int, round_trips: int, repeat: int) -> dict
         "raw_tls_MBps": statistics.median(raw),
         "mux_1_MBps": statistics.median(one),
         "mux_64_MBps": statistics.median(many),
-        "raw_rtt_p50_us": _percentile(raw_samples, 0.5) * 1e6,
-        "raw_rtt_p99_us": _percentile(raw_samples, 0.99) * 1e6,
-        "mux_rtt_p50_us": _percentile(mux_samples, 0.5) * 1e6,
-        "mux_rtt_p99_us": _percentile(mux_samples, 0.99) * 1e6,
+        "raw_rtt_p50_us": percentile(raw_samples, 0.5) * 1e6,
+        "raw_rtt_p99_us": percentile(raw_samples, 0.99) * 1e6,
+        "mux_rtt_p50_us": percentile(mux_samples, 0.5) * 1e6,
+        "mux_rtt_p99_us": percentile(mux_samples, 0.99) * 1e6,
         "raw_tls_MBps_best": max(raw),
         "mux_1_MBps_best": max(one),
         "mux_64_MBps_best": max(many),
