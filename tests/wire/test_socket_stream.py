@@ -1,5 +1,9 @@
-"""The wire shell's TCP socket stream (``shell.SocketByteStream``, ``shell.open_tcp``), on
-loopback, on asyncio, uvloop and trio (the root conftest's ``anyio_backend``)."""
+"""The wire shell's TCP socket streams (``shell.SocketByteStream``, ``shell.TransportByteStream``,
+``shell.wrap_socket``, ``shell.open_tcp``) and listener (``shell.SocketListener``), on loopback,
+on asyncio, uvloop and trio (the root conftest's ``anyio_backend``).
+
+``open_tcp`` gives a ``TransportByteStream`` on asyncio and a ``SocketByteStream`` on trio; the
+far side of each test is one kind or the other (``far_kind``), so that both kinds meet both."""
 
 from __future__ import annotations
 
@@ -16,11 +20,24 @@ import pytest
 from anyio.abc import SocketAttribute
 
 from telepresence.wire import shell
+from telepresence.wire.shell import _transports
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+type Wrap = Callable[[socket.socket], Awaitable[anyio.abc.ByteStream]]
+
+
+async def _direct(sock: socket.socket) -> anyio.abc.ByteStream:
+    return shell.SocketByteStream(sock)
+
+
+@pytest.fixture(params=["socket", "wrapped"])
+def far_kind(request: pytest.FixtureRequest) -> Wrap:
+    """How the far side's accepted socket becomes a stream."""
+    return _direct if request.param == "socket" else shell.wrap_socket
 
 
 @contextlib.asynccontextmanager
@@ -45,10 +62,10 @@ async def peer() -> AsyncIterator[tuple[int, anyio.abc.ObjectReceiveStream[socke
             tasks.cancel_scope.cancel()
 
 
-async def test_bytes_both_ways_and_each_sides_end() -> None:
+async def test_bytes_both_ways_and_each_sides_end(far_kind: Wrap) -> None:
     async with peer() as (port, accepted):
         stream = await shell.open_tcp("127.0.0.1", port)
-        far = shell.SocketByteStream(await accepted.receive())
+        far = await far_kind(await accepted.receive())
         async with stream, far:
             assert stream.extra(SocketAttribute.remote_port) == port
             raw = stream.extra(SocketAttribute.raw_socket)
@@ -91,18 +108,22 @@ async def test_a_refused_connection_raises_connection_refused() -> None:
             await shell.open_tcp("127.0.0.1", port)
 
 
-async def test_closing_with_reset_breaks_the_far_side() -> None:
+async def test_closing_with_reset_breaks_the_far_side(far_kind: Wrap) -> None:
     async with peer() as (port, accepted):
         stream = await shell.open_tcp("127.0.0.1", port)
-        far = shell.SocketByteStream(await accepted.receive())
+        far = await far_kind(await accepted.receive())
         async with far:
             await stream.send(b"x")
             assert await far.receive() == b"x"
             stream.close(reset=True)
             with pytest.raises(anyio.BrokenResourceError):
                 await far.receive()
+            with pytest.raises(anyio.BrokenResourceError):
+                await far.send(b"into the void")
             with pytest.raises(anyio.ClosedResourceError):
                 await stream.receive()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.send(b"y")
 
 
 async def test_closing_wakes_a_task_waiting_to_receive() -> None:
@@ -133,3 +154,91 @@ async def test_a_mark_is_set_before_connecting() -> None:
         raw = stream.extra(SocketAttribute.raw_socket)
         assert raw.getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == 0x7E1F
         (await accepted.receive()).close()
+
+
+async def test_data_that_arrived_before_the_end_is_read_first(far_kind: Wrap) -> None:
+    async with peer() as (port, accepted):
+        stream = await shell.open_tcp("127.0.0.1", port)
+        far = await far_kind(await accepted.receive())
+        async with stream, far:
+            await stream.send(b"last words")
+            await stream.aclose()
+            received = b""
+            while len(received) < len(b"last words"):
+                received += await far.receive(4)
+            assert received == b"last words"
+            with pytest.raises(anyio.EndOfStream):
+                await far.receive()
+
+
+async def test_a_reader_that_does_not_read_stops_the_sender() -> None:
+    """Backpressure: what the wrapped stream buffers for a reader that does not read is
+    bounded, and the sender waits; all of it arrives once the reader reads."""
+    async with peer() as (port, accepted):
+        stream = await shell.open_tcp("127.0.0.1", port)
+        far = await shell.wrap_socket(await accepted.receive())
+        async with stream, far:
+            payload = os.urandom(32 * 1024 * 1024)
+            sent = anyio.Event()
+
+            async def send() -> None:
+                await stream.send(payload)
+                sent.set()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send)
+                await anyio.sleep(0.3)  # ample time to fill every buffer on the way
+                await anyio.wait_all_tasks_blocked()
+                assert not sent.is_set()
+                if isinstance(far, shell.TransportByteStream):
+                    buffered = far._protocol.size
+                    # Reading pauses at the high water mark, after the loop's read that
+                    # crossed it (256 KiB at most, on asyncio and uvloop).
+                    assert buffered <= _transports.READ_HIGH_WATER + 256 * 1024
+                received = hashlib.sha256()
+                count = 0
+                while count < len(payload):
+                    chunk = await far.receive()
+                    received.update(chunk)
+                    count += len(chunk)
+            assert sent.is_set()
+            assert received.digest() == hashlib.sha256(payload).digest()
+
+
+async def test_one_reader_at_a_time() -> None:
+    async with peer() as (port, accepted):
+        stream = await shell.open_tcp("127.0.0.1", port)
+        with await accepted.receive(), anyio.fail_after(5):
+            async with stream, anyio.create_task_group() as tasks:
+                tasks.start_soon(stream.receive)
+                await anyio.wait_all_tasks_blocked()
+                with pytest.raises(anyio.BusyResourceError):
+                    await stream.receive()
+                tasks.cancel_scope.cancel()
+
+
+async def test_a_listener_serves_each_connection_until_closed() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    listener = shell.SocketListener(sock)
+    port = listener.extra(SocketAttribute.local_port)
+
+    async def echo(stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            assert stream.extra(SocketAttribute.raw_socket).getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+            async for chunk in stream:
+                await stream.send(chunk)
+
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, echo)
+        for index in range(3):
+            async with await shell.open_tcp("127.0.0.1", port) as client:
+                await client.send(b"ping %d" % index)
+                assert await client.receive() == b"ping %d" % index
+        tasks.cancel_scope.cancel()
+    assert sock.fileno() < 0
+    with pytest.raises(anyio.ClosedResourceError):
+        await listener.accept()

@@ -22,9 +22,15 @@ from telepresence.wire.shell._connection import (
     connect,
 )
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
-from telepresence.wire.shell._sockets import SocketByteStream, open_tcp, reset_on_close
+from telepresence.wire.shell._sockets import SocketByteStream, reset_on_close
 from telepresence.wire.shell._splice import splice
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream
+from telepresence.wire.shell._transports import (
+    SocketListener,
+    TransportByteStream,
+    open_tcp,
+    wrap_socket,
+)
 
 __all__ = [
     "ConnectionLostError",
@@ -34,10 +40,13 @@ __all__ = [
     "MuxDatagramStream",
     "MuxStream",
     "SocketByteStream",
+    "SocketListener",
     "StreamResetError",
+    "TransportByteStream",
     "accept",
     "connect",
     "open_tcp",
     "reset_on_close",
     "splice",
+    "wrap_socket",
 ]

@@ -9,15 +9,14 @@ forwarder, the traffic-manager's dial into the cluster), those costs are most of
 spends per message and per connection. :class:`SocketByteStream` tries each ``recv`` and
 ``send`` first and waits (:func:`anyio.wait_readable`, :func:`anyio.wait_writable`) only when
 the kernel says it would block, which on asyncio (uvloop included) and trio alike costs one
-system call per chunk in a busy transfer. :func:`open_tcp` connects one without a thread or a
-task.
+system call per chunk in a busy transfer. It is what :func:`~telepresence.wire.shell.wrap_socket`
+gives on trio; on asyncio, where every wait on a socket registers with the poller,
+:class:`~telepresence.wire.shell.TransportByteStream` is cheaper.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ from anyio.abc import SocketAttribute
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["READ_SIZE", "SocketByteStream", "open_tcp", "reset_on_close"]
+__all__ = ["READ_SIZE", "SocketByteStream", "reset_on_close"]
 
 #: Bytes asked of the kernel per ``receive()`` by default.
 READ_SIZE = 256 * 1024
@@ -135,34 +134,3 @@ def reset_on_close(sock: socket.socket) -> None:
     """Make closing ``sock`` send a RST rather than a FIN (``SO_LINGER`` 0)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-async def open_tcp(host: str, port: int, *, mark: int | None = None) -> SocketByteStream:
-    """Connect to ``host`` (an IPv4 or IPv6 address, not a name) and ``port``.
-
-    Args:
-        mark: ``SO_MARK`` for the socket, set before its first packet; None: none.
-
-    Raises:
-        OSError: The connection failed; the subclass says how (``ConnectionRefusedError``,
-            ``TimeoutError``, ...).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-        code = sock.connect_ex((host, port))
-        if code == errno.EINPROGRESS:
-            await anyio.wait_writable(sock)
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        else:
-            await anyio.lowlevel.checkpoint()
-        if code:
-            raise OSError(code, os.strerror(code))  # the errno's own subclass of OSError
-    except BaseException:
-        sock.close()
-        raise
-    return SocketByteStream(sock)
