@@ -30,7 +30,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -49,7 +49,7 @@ from manager.relay import UDP_IDLE_TIMEOUT, Dialer, SocketDialer
 from manager.resolv import ResolvConf
 from manager.service import ManagerService
 from manager.sessions import SessionRegistry
-from telepresence.wire import tls
+from telepresence.wire import shell, tls
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -169,9 +169,9 @@ async def run(
                 local_host=settings.bind_host, local_port=settings.health_port
             )
             resources.push_async_callback(health_listener.aclose)
-            data_listener = await anyio.create_tcp_listener(
-                local_host=settings.bind_host, local_port=settings.data_port
-            )
+            # The wire shell's listener: its connections' streams cost the data plane's TLS
+            # the least per message.
+            data_listener = shell.SocketListener(_bind(settings.bind_host, settings.data_port))
             resources.push_async_callback(data_listener.aclose)
             api_socket = _bind(settings.bind_host, settings.api_port)
             resources.callback(api_socket.close)
@@ -313,8 +313,9 @@ async def _shut_down(
 
 
 def _bind(host: str | None, port: int) -> socket.socket:
-    """The control API's listening socket (grpclib takes it as it is). Without a host: every
-    address, through one dual-stack socket, or IPv4 only where the kernel has no IPv6."""
+    """A listening socket (the control API's, which grpclib takes as it is, and the data
+    plane's). Without a host: every address, through one dual-stack socket, or IPv4 only where
+    the kernel has no IPv6."""
     if host is None:
         try:
             return _listen(socket.AF_INET6, "::", port)
@@ -340,6 +341,6 @@ def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket
     return sock
 
 
-def _port(listener: anyio.abc.Listener[anyio.abc.SocketStream]) -> int:
+def _port(listener: anyio.abc.Listener[Any]) -> int:
     port: int = listener.extra(SocketAttribute.local_port)
     return port

@@ -114,7 +114,7 @@ class DataPlane:
 
     async def serve(
         self,
-        listener: anyio.abc.Listener[anyio.abc.SocketStream],
+        listener: anyio.abc.Listener[anyio.abc.ByteStream],
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -145,7 +145,7 @@ class DataPlane:
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _handle(self, tcp: anyio.abc.SocketStream) -> None:
+    async def _handle(self, tcp: anyio.abc.ByteStream) -> None:
         peer = _peer(tcp)
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
@@ -304,7 +304,7 @@ async def _end_with(session: Session, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-def _peer(stream: anyio.abc.SocketStream) -> str:
+def _peer(stream: anyio.abc.ByteStream) -> str:
     address = stream.extra(SocketAttribute.remote_address, None)
     if not isinstance(address, tuple):
         return "?"

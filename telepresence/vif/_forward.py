@@ -9,15 +9,15 @@ traffic-manager session), then move bytes. Only IPv4, like the table.
 
 **Raw sockets, driven by anyio.** Both functions take plain non-blocking ``socket.socket``
 objects and drive them with :func:`anyio.wait_readable` / :func:`anyio.wait_writable`, so
-they run on asyncio (uvloop included) and on trio alike. A read or write is tried first and
-waited for only when the kernel says it would block: in a bulk transfer the socket is
-nearly always ready, so a chunk costs one ``recv`` or ``send`` and one pass of the event loop,
-not a poller registration, and reads of 256 KiB keep the chunks few (a program's connection
-is a :class:`~telepresence.wire.shell.SocketByteStream`). anyio's own socket streams pause and
-resume reading around every ``receive()`` and read 64 KiB at a time: through them the
-forwarder moved a third to half as many bytes per second on asyncio and uvloop. Here a
-connection is its socket, one small object and three tasks (its own and
-:func:`~telepresence.wire.shell.splice`'s two); no thread, no buffer of its own. The tasks are
+they run on asyncio (uvloop included) and on trio alike. A program's connection, once its
+destination is dialled, becomes :func:`~telepresence.wire.shell.wrap_socket`'s stream: on
+asyncio the event loop's transport with reading left on (a wait for the next message costs
+no poller registration, which a request and response exchange would pay on every message),
+on trio the socket read and written directly. Reads are of up to 256 KiB. anyio's own socket
+streams pause and resume reading around every ``receive()`` and read 64 KiB at a time:
+through them the forwarder moved a third to half as many bytes per second on asyncio and
+uvloop. A connection is its stream and three tasks (its own and
+:func:`~telepresence.wire.shell.splice`'s two); no thread. The tasks and the transport are
 most of its memory: about 17 KB an idle connection on asyncio with anyio 4.16.
 
 **TCP.** The listener's connections keep their original destination in conntrack; it is
@@ -76,7 +76,14 @@ from anyio.abc import SocketAttribute
 
 from telepresence.socks import DialError
 from telepresence.wire.mux import LocalProtocolError, ResetReason
-from telepresence.wire.shell import MuxStream, SocketByteStream, reset_on_close, splice
+from telepresence.wire.shell import (
+    MuxStream,
+    SocketByteStream,
+    TransportByteStream,
+    reset_on_close,
+    splice,
+    wrap_socket,
+)
 
 if TYPE_CHECKING:
     from telepresence.socks import ClusterDialer
@@ -281,7 +288,7 @@ async def serve_tcp(
 async def _forward_connection(sock: socket.socket, peer: Address, dialer: ClusterDialer) -> None:
     """One program's connection, from its original destination to the end; whatever happens
     ends here."""
-    client = SocketByteStream(sock)
+    client: anyio.abc.ByteStream | None = None
     finished = False
     try:
         # The program made its own choice about Nagle on its socket; ours would only add a
@@ -299,6 +306,7 @@ async def _forward_connection(sock: socket.socket, peer: Address, dialer: Cluste
         log.debug("TCP %s:%d -> %s:%d: open", *peer, host, port)
         broken: list[BaseException] = []
         try:
+            client = await wrap_socket(sock)
             await splice(client, target, broken, names=("to the cluster", "from the cluster"))
             finished = not broken
         finally:
@@ -314,7 +322,12 @@ async def _forward_connection(sock: socket.socket, peer: Address, dialer: Cluste
     except Exception:
         log.exception("TCP from %s:%d: unexpected error", *peer)
     finally:
-        client.close(reset=not finished)
+        if isinstance(client, TransportByteStream | SocketByteStream):
+            client.close(reset=not finished)
+        else:  # never wrapped: the socket is still ours
+            if not finished:
+                reset_on_close(sock)
+            sock.close()
 
 
 def _abort(stream: anyio.abc.ByteStream) -> None:
