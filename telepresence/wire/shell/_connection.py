@@ -97,6 +97,8 @@ class MuxConnection:
         # inline write one more.
         self._cancel_scope: type[anyio.CancelScope] = type(anyio.CancelScope())
         self._next_shield = self._cancel_scope(shield=True)
+        self._set_event = self._event()  # set for good: see _StreamBase.__init__
+        self._set_event.set()
         self._output_wakeup = anyio.Event()
         self._output_taken = anyio.Event()
         self._writer_done = anyio.Event()

@@ -54,9 +54,11 @@ class _StreamBase:
         self._closed = False  # aclose() or reset() was called here
         self._error: anyio.BrokenResourceError | None = None
         self._accepted = not local  # an incoming stream needs no answer to be usable here
-        self._readable = connection._event()
-        self._writable = connection._event()
-        self._accepted_event = connection._event()
+        # Wake-ups for the waits on reading, credit and the answer to the OPEN. A wait makes
+        # its own event when the one it finds is set, so until then all three are the
+        # connection's one event that is always set: an idle stream holds none of its own
+        # (three events were 2.7 KB of each idle stream on asyncio).
+        self._readable = self._writable = self._accepted_event = connection._set_event
         self.dropped = 0  # datagrams dropped for want of credit (UDP kind)
 
     @property

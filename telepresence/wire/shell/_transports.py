@@ -25,7 +25,6 @@ import contextlib
 import errno
 import os
 import socket
-from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -58,9 +57,24 @@ READ_LOW_WATER = 128 * 1024
 class _Protocol(asyncio.Protocol):
     """What the loop calls; what a :class:`TransportByteStream` reads and waits on."""
 
+    # Slots and a list (rather than a deque, 600 bytes even empty): a relay holds thousands
+    # of these idle, and a chunk list rarely holds more than one.
+    __slots__ = (
+        "chunks",
+        "eof",
+        "error",
+        "lost",
+        "read_waiter",
+        "reading_paused",
+        "size",
+        "transport",
+        "write_waiter",
+        "writing_paused",
+    )
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.chunks: deque[bytes] = deque()
+        self.chunks: list[bytes] = []
         self.size = 0  # bytes in chunks
         self.eof = False  # the peer half-closed
         self.lost = False  # the connection is over (error or closed)
@@ -118,6 +132,8 @@ class TransportByteStream(anyio.abc.ByteStream):
     here); the end of the peer's data is ``EndOfStream``.
     """
 
+    __slots__ = ("_closed", "_eof_sent", "_loop", "_protocol", "_transport")
+
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
@@ -161,7 +177,7 @@ class TransportByteStream(anyio.abc.ByteStream):
             chunks[0] = chunk[max_bytes:]
             chunk = chunk[:max_bytes]
         else:
-            chunks.popleft()
+            del chunks[0]
         protocol.size -= len(chunk)
         if protocol.reading_paused and protocol.size <= READ_LOW_WATER and not protocol.lost:
             protocol.reading_paused = False
