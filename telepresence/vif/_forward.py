@@ -18,7 +18,7 @@ streams pause and resume reading around every ``receive()`` and read 64 KiB at a
 through them the forwarder moved a third to half as many bytes per second on asyncio and
 uvloop. A connection is its stream and three tasks (its own and
 :func:`~telepresence.wire.shell.splice`'s two); no thread. The tasks and the transport are
-most of its memory: about 17 KB an idle connection on asyncio with anyio 4.16.
+most of its memory: about 16 KB an idle connection on asyncio with anyio 4.16.
 
 **TCP.** The listener's connections keep their original destination in conntrack; it is
 read with ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` (:func:`original_destination`). A
