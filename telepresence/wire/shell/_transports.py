@@ -14,8 +14,8 @@ two sockets of each kind paid for those waits on every message.
 ``READ_HIGH_WATER`` bytes wait for the application (backpressure: the peer's sends then fill
 the kernel's buffers and stop). Sends go to the transport, which writes at once and keeps
 what the kernel did not take; a sender waits only while that is above the transport's high
-water mark. :func:`wrap_socket` gives one on asyncio and a :class:`SocketByteStream` on other
-backends (trio's own waits cost no registration).
+water mark. :func:`wrap_socket` gives one on asyncio, and on trio, which has no transports,
+a :class:`SocketByteStream`.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ __all__ = ["SocketListener", "TransportByteStream", "open_tcp", "wrap_socket"]
 #: Seconds a listener waits before accepting again when the process or the system is out of
 #: file descriptors or memory (the connection waits in the backlog meanwhile).
 ACCEPT_BACKOFF = 0.1
-#: What ``accept()`` may fail with for a while, not for good.
-_TRANSIENT_ACCEPT_ERRORS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO}
-)
+#: What ``accept()`` fails with while descriptors or memory run out.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: What ``accept()`` fails with when the connection in line was aborted: take the next one.
+_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO})
 
 #: Bytes received and not yet read by the application at which reading pauses.
 READ_HIGH_WATER = 512 * 1024
@@ -324,21 +324,25 @@ class SocketListener(anyio.abc.Listener[anyio.abc.ByteStream]):
         while True:
             try:
                 sock, _ = listener.accept()
-                break
             except BlockingIOError:
                 await anyio.wait_readable(listener)
+                continue
             except OSError as error:
                 if listener.fileno() < 0:
                     raise anyio.ClosedResourceError from None
-                if error.errno not in _TRANSIENT_ACCEPT_ERRORS:
+                if error.errno in _EXHAUSTED:
+                    await anyio.sleep(ACCEPT_BACKOFF)
+                elif error.errno in _ABORTED:
+                    await anyio.lowlevel.checkpoint()
+                else:
                     raise
-                await anyio.sleep(ACCEPT_BACKOFF)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            sock.close()  # reset by the client already: the next one
-            return await self.accept()
-        return await wrap_socket(sock)
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # reset by the client already: the next one
+                sock.close()
+                continue
+            return await wrap_socket(sock)
 
     async def serve(
         self,
