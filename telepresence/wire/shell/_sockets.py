@@ -29,7 +29,7 @@ from anyio.abc import SocketAttribute
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["READ_SIZE", "SocketByteStream", "reset_on_close"]
+__all__ = ["READ_SIZE", "SocketByteStream", "reset_on_close", "socket_attributes"]
 
 #: Bytes asked of the kernel per ``receive()`` by default.
 READ_SIZE = 256 * 1024
@@ -50,15 +50,7 @@ class SocketByteStream(anyio.abc.ByteStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        sock = self._socket
-        return {
-            SocketAttribute.family: lambda: sock.family,
-            SocketAttribute.raw_socket: lambda: sock,
-            SocketAttribute.local_address: sock.getsockname,
-            SocketAttribute.local_port: lambda: sock.getsockname()[1],
-            SocketAttribute.remote_address: sock.getpeername,
-            SocketAttribute.remote_port: lambda: sock.getpeername()[1],
-        }
+        return socket_attributes(self._socket)
 
     async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
         # Waits happen outside the except clauses: an idle connection would otherwise keep
@@ -128,6 +120,21 @@ class SocketByteStream(anyio.abc.ByteStream):
         if self._socket.fileno() < 0:
             return anyio.ClosedResourceError()
         return anyio.BrokenResourceError(f"the connection failed: {error}")
+
+
+def socket_attributes(sock: Any, *, connected: bool = True) -> dict[Any, Callable[[], Any]]:
+    """anyio's ``SocketAttribute``s of ``sock`` (a socket, or an event loop's stand-in for
+    one), the remote ones only when ``connected``."""
+    attributes: dict[Any, Callable[[], Any]] = {
+        SocketAttribute.family: lambda: sock.family,
+        SocketAttribute.raw_socket: lambda: sock,
+        SocketAttribute.local_address: sock.getsockname,
+        SocketAttribute.local_port: lambda: sock.getsockname()[1],
+    }
+    if connected:
+        attributes[SocketAttribute.remote_address] = sock.getpeername
+        attributes[SocketAttribute.remote_port] = lambda: sock.getpeername()[1]
+    return attributes
 
 
 def reset_on_close(sock: socket.socket) -> None:

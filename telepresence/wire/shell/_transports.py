@@ -31,9 +31,13 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import sniffio
-from anyio.abc import SocketAttribute
 
-from telepresence.wire.shell._sockets import READ_SIZE, SocketByteStream, reset_on_close
+from telepresence.wire.shell._sockets import (
+    READ_SIZE,
+    SocketByteStream,
+    reset_on_close,
+    socket_attributes,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -143,15 +147,7 @@ class TransportByteStream(anyio.abc.ByteStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        sock = self._transport.get_extra_info("socket")
-        return {
-            SocketAttribute.family: lambda: sock.family,
-            SocketAttribute.raw_socket: lambda: sock,
-            SocketAttribute.local_address: sock.getsockname,
-            SocketAttribute.local_port: lambda: sock.getsockname()[1],
-            SocketAttribute.remote_address: sock.getpeername,
-            SocketAttribute.remote_port: lambda: sock.getpeername()[1],
-        }
+        return socket_attributes(self._transport.get_extra_info("socket"))
 
     async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
         protocol = self._protocol
@@ -309,13 +305,7 @@ class SocketListener(anyio.abc.Listener[anyio.abc.ByteStream]):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        sock = self._socket
-        return {
-            SocketAttribute.family: lambda: sock.family,
-            SocketAttribute.raw_socket: lambda: sock,
-            SocketAttribute.local_address: sock.getsockname,
-            SocketAttribute.local_port: lambda: sock.getsockname()[1],
-        }
+        return socket_attributes(self._socket, connected=False)
 
     async def accept(self) -> anyio.abc.ByteStream:
         """The next connection. Running out of descriptors or memory is waited out (the
