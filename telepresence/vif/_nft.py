@@ -40,6 +40,15 @@ fourth base chain, ``output_raw``, at priority raw, before conntrack): the progr
 to the nameservers, and everything to and from the DNS server itself. The server's marked
 queries stay in the default zone, and entries of one zone never match packets of the other.
 
+**IPv6 nameservers.** The cluster and the daemon's listeners are IPv4, but a laptop's
+``/etc/resolv.conf`` may name an IPv6 nameserver first, and then the programs' queries for
+cluster names would go to it unredirected (and get NXDOMAIN). So when there are IPv6
+nameservers, a second table of the same name in the ``ip6`` family holds the same DNS rules
+for them: a ``dns_servers`` set, the zone chain and, in its ``output_nat``, ``redirect`` to the
+daemon's DNS server's second listener on ``[::1]`` (:attr:`DNSRedirect.ipv6_port`). It is
+written in the same transaction as the ``ip`` table, and :func:`delete` removes both; without
+IPv6 nameservers it is not made at all (a kernel without IPv6 refuses the ``ip6`` family).
+
 **Replacing.** :func:`ruleset` starts with ``add table``, ``delete table``, ``add table``: the
 first makes the delete valid whether or not the table exists, so applying always replaces the
 previous version (a stale one left by a killed daemon included) in the same transaction that
@@ -68,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILY",
+    "FAMILY6",
     "DNSRedirect",
     "TABLE",
     "NftError",
@@ -79,9 +89,11 @@ __all__ = [
     "ruleset",
 ]
 
-#: The address family of the table: IPv4 only, like the daemon's listeners.
+#: The address family of the table: IPv4, like the daemon's listeners and the cluster.
 FAMILY = "ip"
-#: The name of the daemon's table.
+#: The family of the second table, made only to redirect queries to IPv6 nameservers.
+FAMILY6 = "ip6"
+#: The name of the daemon's table (of each family).
 TABLE = "telepresence"
 #: The program, looked up on ``PATH``.
 NFT = "nft"
@@ -104,13 +116,30 @@ class NftError(Exception):
 class DNSRedirect:
     """Queries to the laptop's nameservers, sent to the daemon's DNS server instead."""
 
-    #: The laptop's (IPv4) nameservers, from ``/etc/resolv.conf``.
-    nameservers: tuple[ipaddress.IPv4Address, ...]
+    #: The laptop's nameservers, from ``/etc/resolv.conf``.
+    nameservers: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
     #: The daemon's DNS server.
     server: ipaddress.IPv4Address
     port: int
     #: The mark of the DNS server's own queries to the nameservers: not redirected.
     skip_mark: int
+    #: The port of the daemon's DNS server on ``::1``, where queries to the IPv6 nameservers
+    #: are redirected (``ip6`` has no DNAT from a packet's route to an IPv4 address); 0: none,
+    #: those queries are left alone.
+    ipv6_port: int = 0
+
+    @property
+    def ipv4_nameservers(self) -> list[ipaddress.IPv4Address]:
+        return [a for a in self.nameservers if isinstance(a, ipaddress.IPv4Address)]
+
+    @property
+    def ipv6_nameservers(self) -> list[ipaddress.IPv6Address]:
+        """Without their scopes (``fe80::1%eth0``): nft matches the address alone."""
+        return [
+            ipaddress.IPv6Address(a.exploded.partition("%")[0])
+            for a in self.nameservers
+            if isinstance(a, ipaddress.IPv6Address)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +173,11 @@ class Redirection:
 # --- the ruleset: pure data ------------------------------------------------------------------
 
 
-def _daddr_in(set_name: str) -> dict[str, Any]:
+def _daddr_in(set_name: str, family: str = FAMILY) -> dict[str, Any]:
     return {
         "match": {
             "op": "==",
-            "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+            "left": {"payload": {"protocol": family, "field": "daddr"}},
             "right": f"@{set_name}",
         }
     }
@@ -168,11 +197,12 @@ def _port_is(protocol: str, field: str, port: int) -> dict[str, Any]:
     }
 
 
-def _addr_is(field: str, address: ipaddress.IPv4Address) -> dict[str, Any]:
+def _addr_is(field: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, Any]:
+    protocol = FAMILY if address.version == 4 else FAMILY6
     return {
         "match": {
             "op": "==",
-            "left": {"payload": {"protocol": "ip", "field": field}},
+            "left": {"payload": {"protocol": protocol, "field": field}},
             "right": str(address),
         }
     }
@@ -194,7 +224,9 @@ def _set_mark(mark: int) -> dict[str, Any]:
     return {"mangle": {"key": {"meta": {"key": "mark"}}, "value": mark}}
 
 
-def _elements(networks: Iterable[ipaddress.IPv4Network]) -> list[dict[str, Any]]:
+def _elements[N: (ipaddress.IPv4Network, ipaddress.IPv6Network)](
+    networks: Iterable[N],
+) -> list[dict[str, Any]]:
     return [
         {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
         for network in ipaddress.collapse_addresses(networks)
@@ -209,94 +241,137 @@ def ruleset(redirection: Redirection, table: str = TABLE) -> dict[str, Any]:
         table: the table's name (another one only for tests that want two).
 
     Returns:
-        ``{"nftables": [...]}``: replace the table, then its sets, chains and rules.
+        ``{"nftables": [...]}``: replace the table, then its sets, chains and rules; and the
+        ``ip6`` table when queries to IPv6 nameservers are redirected.
     """
-    where = {"family": FAMILY, "table": table}
-
-    def base_chain(name: str, kind: str, hook: str, priority: int) -> dict[str, Any]:
-        chain = {"name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
-        return {"add": {"chain": {**where, **chain}}}
-
-    def interval_set(name: str, networks: Sequence[ipaddress.IPv4Network]) -> dict[str, Any]:
-        content: dict[str, Any] = {"name": name, "type": "ipv4_addr", "flags": ["interval"]}
-        if networks:  # nft refuses an empty "elem" array ("Invalid set elem expression")
-            content["elem"] = _elements(networks)
-        return {"add": {"set": {**where, **content}}}
-
-    def rule(chain: str, *expressions: dict[str, Any]) -> dict[str, Any]:
-        return {"add": {"rule": {**where, "chain": chain, "expr": list(expressions)}}}
-
     never_return = (_daddr_in(NEVER_SET), {"return": None})
     cluster = _daddr_in(CLUSTER_SET)
-    table_id = {"family": FAMILY, "name": table}
+    dns = redirection.dns
+    ip = _TableWriter(FAMILY, table)
     dns_raw: list[dict[str, Any]] = []  # conntrack zones, before conntrack
     dns_nat: list[dict[str, Any]] = []
-    if (dns := redirection.dns) is not None:
-        dns_raw.append(base_chain("output_raw", "filter", "output", -300))
-        for protocol in ("udp", "tcp"):
-            to_nameservers = (_daddr_in(DNS_SET), _port_is(protocol, "dport", 53))
-            dns_raw += [
-                rule(
-                    "output_raw", *to_nameservers, _mark_is_not(dns.skip_mark), _set_zone(DNS_ZONE)
-                ),
-                rule(
-                    "output_raw",
-                    _addr_is("daddr", dns.server),
-                    _port_is(protocol, "dport", dns.port),
-                    _set_zone(DNS_ZONE),
-                ),
-                rule(
-                    "output_raw",
-                    _addr_is("saddr", dns.server),
-                    _port_is(protocol, "sport", dns.port),
-                    _set_zone(DNS_ZONE),
-                ),
-            ]
-            dns_nat.append(
-                rule(
-                    "output_nat",
-                    *to_nameservers,
-                    _mark_is_not(dns.skip_mark),
-                    {"dnat": {"addr": str(dns.server), "port": dns.port}},
-                )
-            )
-    return {
-        "nftables": [
-            {"add": {"table": table_id}},
-            {"delete": {"table": table_id}},
-            {"add": {"table": table_id}},
-            interval_set(CLUSTER_SET, redirection.subnets),
-            interval_set(NEVER_SET, redirection.never),
-            interval_set(
-                DNS_SET,
-                [ipaddress.IPv4Network(ns) for ns in dns.nameservers] if dns is not None else [],
+    if dns is not None:
+        dns_raw, dns_nat = _dns_rules(
+            ip, dns, dns.server, dns.port, {"dnat": {"addr": str(dns.server), "port": dns.port}}
+        )
+    commands = [
+        *ip.replace(),
+        ip.interval_set(CLUSTER_SET, "ipv4_addr", redirection.subnets),
+        ip.interval_set(NEVER_SET, "ipv4_addr", redirection.never),
+        ip.interval_set(
+            DNS_SET,
+            "ipv4_addr",
+            [ipaddress.IPv4Network(ns) for ns in dns.ipv4_nameservers] if dns else [],
+        ),
+        *dns_raw,
+        ip.base_chain("output_nat", "nat", "output", -100),
+        *dns_nat,
+        ip.rule("output_nat", *never_return),
+        ip.rule(
+            "output_nat", cluster, _l4proto("tcp"), {"redirect": {"port": redirection.tcp_port}}
+        ),
+        ip.base_chain("output_route", "route", "output", -150),
+        ip.rule("output_route", *never_return),
+        ip.rule("output_route", cluster, _l4proto("udp"), _set_mark(redirection.mark)),
+        ip.base_chain("prerouting_tproxy", "filter", "prerouting", -150),
+        ip.rule("prerouting_tproxy", *never_return),
+        ip.rule(
+            "prerouting_tproxy",
+            cluster,
+            _l4proto("udp"),
+            _mark_is(redirection.mark),
+            {"tproxy": {"addr": "127.0.0.1", "port": redirection.udp_port}},
+            _set_mark(redirection.mark),
+            {"accept": None},
+        ),
+    ]
+    if dns is not None and dns.ipv6_port and (nameservers := dns.ipv6_nameservers):
+        # Queries to IPv6 nameservers go to the server's listener on ::1: nat's redirect
+        # sends a locally made packet to the loopback address of its family.
+        ip6 = _TableWriter(FAMILY6, table)
+        loopback = ipaddress.IPv6Address("::1")
+        raw6, nat6 = _dns_rules(
+            ip6, dns, loopback, dns.ipv6_port, {"redirect": {"port": dns.ipv6_port}}
+        )
+        commands += [
+            *ip6.replace(),
+            ip6.interval_set(
+                DNS_SET, "ipv6_addr", [ipaddress.IPv6Network(ns) for ns in nameservers]
             ),
-            *dns_raw,
-            base_chain("output_nat", "nat", "output", -100),
-            *dns_nat,
-            rule("output_nat", *never_return),
-            rule(
-                "output_nat",
-                cluster,
-                _l4proto("tcp"),
-                {"redirect": {"port": redirection.tcp_port}},
+            *raw6,
+            ip6.base_chain("output_nat", "nat", "output", -100),
+            *nat6,
+        ]
+    return {"nftables": commands}
+
+
+class _TableWriter:
+    """The ``nft -j`` commands for one table of the daemon's."""
+
+    def __init__(self, family: str, table: str) -> None:
+        self.family = family
+        self._where = {"family": family, "table": table}
+        self._id = {"family": family, "name": table}
+
+    def replace(self) -> list[dict[str, Any]]:
+        # "add" first makes the "delete" valid whether or not the table exists.
+        return [
+            {"add": {"table": self._id}},
+            {"delete": {"table": self._id}},
+            {"add": {"table": self._id}},
+        ]
+
+    def base_chain(self, name: str, kind: str, hook: str, priority: int) -> dict[str, Any]:
+        chain = {"name": name, "type": kind, "hook": hook, "prio": priority, "policy": "accept"}
+        return {"add": {"chain": {**self._where, **chain}}}
+
+    def interval_set[N: (ipaddress.IPv4Network, ipaddress.IPv6Network)](
+        self, name: str, kind: str, networks: Sequence[N]
+    ) -> dict[str, Any]:
+        content: dict[str, Any] = {"name": name, "type": kind, "flags": ["interval"]}
+        if networks:  # nft refuses an empty "elem" array ("Invalid set elem expression")
+            content["elem"] = _elements(networks)
+        return {"add": {"set": {**self._where, **content}}}
+
+    def rule(self, chain: str, *expressions: dict[str, Any]) -> dict[str, Any]:
+        return {"add": {"rule": {**self._where, "chain": chain, "expr": list(expressions)}}}
+
+
+def _dns_rules(
+    table: _TableWriter,
+    dns: DNSRedirect,
+    server: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    port: int,
+    to_server: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The DNS redirection's rules in ``table``: its ``output_raw`` chain (the conntrack
+    zone of the programs' queries and of the server's traffic at ``server:port``) and its
+    rules for ``output_nat`` (the programs' queries, sent on by ``to_server``)."""
+    raw = [table.base_chain("output_raw", "filter", "output", -300)]
+    nat = []
+    for protocol in ("udp", "tcp"):
+        to_nameservers = (_daddr_in(DNS_SET, table.family), _port_is(protocol, "dport", 53))
+        raw += [
+            table.rule(
+                "output_raw", *to_nameservers, _mark_is_not(dns.skip_mark), _set_zone(DNS_ZONE)
             ),
-            base_chain("output_route", "route", "output", -150),
-            rule("output_route", *never_return),
-            rule("output_route", cluster, _l4proto("udp"), _set_mark(redirection.mark)),
-            base_chain("prerouting_tproxy", "filter", "prerouting", -150),
-            rule("prerouting_tproxy", *never_return),
-            rule(
-                "prerouting_tproxy",
-                cluster,
-                _l4proto("udp"),
-                _mark_is(redirection.mark),
-                {"tproxy": {"addr": "127.0.0.1", "port": redirection.udp_port}},
-                _set_mark(redirection.mark),
-                {"accept": None},
+            table.rule(
+                "output_raw",
+                _addr_is("daddr", server),
+                _port_is(protocol, "dport", port),
+                _set_zone(DNS_ZONE),
+            ),
+            table.rule(
+                "output_raw",
+                _addr_is("saddr", server),
+                _port_is(protocol, "sport", port),
+                _set_zone(DNS_ZONE),
             ),
         ]
-    }
+        nat.append(
+            table.rule("output_nat", *to_nameservers, _mark_is_not(dns.skip_mark), to_server)
+        )
+    return raw, nat
 
 
 # --- running nft -----------------------------------------------------------------------------
@@ -331,35 +406,57 @@ def apply(redirection: Redirection, *, netns: str | None = None) -> None:
         NftError: nft refused the ruleset (its message says why; the table is as it was) or
             could not run.
     """
-    _transaction(ruleset(redirection), netns)
+    commands = ruleset(redirection)
+    writes_ip6 = any(
+        command.get("add", {}).get("table", {}).get("family") == FAMILY6
+        for command in commands["nftables"]
+    )
+    if not writes_ip6 and FAMILY6 in _tables(netns):
+        # An ip6 table of an earlier ruleset, with IPv6 nameservers, goes in the same step.
+        table_id = {"family": FAMILY6, "name": TABLE}
+        commands["nftables"] += [{"delete": {"table": table_id}}]
+    _transaction(commands, netns)
 
 
 def exists(*, netns: str | None = None) -> bool:
-    """Whether the daemon's table is there."""
-    output = json.loads(_nft("list", "tables", FAMILY, netns=netns))
-    return any(item.get("table", {}).get("name") == TABLE for item in output.get("nftables", ()))
+    """Whether a table of the daemon's is there (of either family)."""
+    return bool(_tables(netns))
+
+
+def _tables(netns: str | None) -> list[str]:
+    """The families that have a table of the daemon's."""
+    output = json.loads(_nft("list", "tables", netns=netns))
+    return [
+        table["family"]
+        for item in output.get("nftables", ())
+        if (table := item.get("table", {})).get("name") == TABLE
+        and table.get("family") in (FAMILY, FAMILY6)
+    ]
 
 
 def delete(*, netns: str | None = None) -> bool:
-    """Delete the daemon's table if it is there: at quit, and at start for a stale one.
+    """Delete the daemon's tables if they are there: at quit, and at start for stale ones.
 
     Returns:
         Whether there was a table to delete.
     """
-    existed = exists(netns=netns)
-    # "add" first, as in ruleset(): the delete is then valid whether or not the table exists.
-    table_id = {"family": FAMILY, "name": TABLE}
-    _transaction(
-        {"nftables": [{"add": {"table": table_id}}, {"delete": {"table": table_id}}]}, netns
-    )
-    return existed
+    families = _tables(netns)
+    # The ip6 table only when it is there: on a kernel without IPv6, nft refuses "ip6".
+    commands = []
+    for family in {FAMILY, *families}:
+        # "add" first, as in ruleset(): the delete is then valid whether or not it exists.
+        table_id = {"family": family, "name": TABLE}
+        commands += [{"add": {"table": table_id}}, {"delete": {"table": table_id}}]
+    _transaction({"nftables": commands}, netns)
+    return bool(families)
 
 
-def listed(*, netns: str | None = None) -> dict[str, Any]:
-    """The daemon's table as ``nft -j list table`` gives it: ``{"nftables": [...]}``.
+def listed(*, family: str = FAMILY, netns: str | None = None) -> dict[str, Any]:
+    """The daemon's table of ``family`` as ``nft -j list table`` gives it:
+    ``{"nftables": [...]}``.
 
     Raises:
         NftError: there is no such table, or nft could not run.
     """
-    listing: dict[str, Any] = json.loads(_nft("list", "table", FAMILY, TABLE, netns=netns))
+    listing: dict[str, Any] = json.loads(_nft("list", "table", family, TABLE, netns=netns))
     return listing

@@ -10,13 +10,16 @@ block ends (also on failure, cancellation or a signal):
    does not collide with one of the laptop's routes (collisions are reported in the status
    and logged, not routed, unless ``allow_conflicting`` covers them);
 3. the forwarders' sockets (:mod:`._forward`): TCP on ``127.0.0.1``, UDP ``IP_TRANSPARENT``;
-4. the nftables table (:mod:`._nft`) sending TCP and UDP for the routed subnets to them, and
-   the policy routing for UDP;
-5. the DNS server (:mod:`._dns`) on the DNS address, port 53, and the laptop's resolver
-   pointed at it: through systemd-resolved where it runs (:mod:`._resolved`: link DNS and
-   routing domains on the TUN), else by redirecting queries to the laptop's nameservers to it
-   (a rule in the same nftables table), the server passing names that are not the cluster's
-   on to those nameservers.
+4. the DNS server (:mod:`._dns`) on the DNS address, port 53 (and, in the redirect mode with
+   IPv6 nameservers, on ``[::1]`` and a free port as well), listening before anything sends
+   queries to it;
+5. the nftables table (:mod:`._nft`) sending TCP and UDP for the routed subnets to the
+   forwarders, and the policy routing for UDP; the forwarders serve;
+6. the laptop's resolver pointed at the DNS server: through systemd-resolved where it runs
+   (:mod:`._resolved`: link DNS and routing domains on the TUN), else by redirecting queries
+   to the laptop's nameservers to it (rules in the same nftables table, and in an ``ip6``
+   table of the same name for IPv6 nameservers), the server passing names that are not the
+   cluster's on to those nameservers.
 
 **Addresses.** The DNS server listens on the cluster DNS Service's own ClusterIP (what pods
 have in their ``resolv.conf``), which lies in the routed service subnet: it is a local
@@ -132,8 +135,10 @@ class VIF:
     routed: tuple[Network, ...] = ()
     conflicts: tuple[_device.Conflict, ...] = ()
     _ports: tuple[int, int] = (0, 0)
-    _nameservers: tuple[Address, ...] = ()
+    _nameservers: tuple[Address | ipaddress.IPv6Address, ...] = ()
     _dns_server: _dns.DNSServer | None = None
+    #: The DNS server's port on [::1], for queries to IPv6 nameservers (redirect mode); 0: none.
+    _dns6_port: int = 0
     _local_search: tuple[str, ...] = field(default=())
 
     async def update(self, settings: VIFSettings) -> None:
@@ -158,6 +163,7 @@ class VIF:
                 server=settings.dns_ip,
                 port=DNS_PORT,
                 skip_mark=DNS_MARK,
+                ipv6_port=self._dns6_port,
             )
         tcp_port, udp_port = self._ports
         _nft.apply(
@@ -285,30 +291,46 @@ async def open_vif(
             routed=routed,
             conflicts=conflicts,
             _ports=(tcp.getsockname()[1], udp.getsockname()[1]),
-            _nameservers=tuple(
-                address
-                for host, _ in nameservers
-                if isinstance(address := ipaddress.ip_address(host), Address)
-            ),
+            _nameservers=tuple(ipaddress.ip_address(host) for host, _ in nameservers),
             _local_search=tuple(local_search),
         )
-        await anyio.to_thread.run_sync(vif._redirect, settings, routed)
-        await anyio.to_thread.run_sync(_device.add_policy, UDP_MARK)
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)
+        if settings.dns_ip is not None:
+            # The DNS server listens before the table redirects queries to it.
+            vif._dns_server = _dns.DNSServer(vif._dns_settings(), lookup)
+            await tasks.start(vif._dns_server.serve, str(settings.dns_ip), DNS_PORT)
+            if dns_mode == REDIRECT and any(ns.version == 6 for ns in vif._nameservers):
+                vif._dns6_port = await _serve_ipv6(vif._dns_server, tasks)
+        await anyio.to_thread.run_sync(vif._redirect, settings, routed)
+        await anyio.to_thread.run_sync(_device.add_policy, UDP_MARK)
         await tasks.start(_forward.serve_tcp, tcp, dialer)
         await tasks.start(
             lambda task_status: _forward.serve_udp(
                 udp, dialer, idle_timeout=UDP_IDLE_TIMEOUT, task_status=task_status
             )
         )
-        if settings.dns_ip is not None:
-            vif._dns_server = _dns.DNSServer(vif._dns_settings(), lookup)
-            await tasks.start(vif._dns_server.serve, str(settings.dns_ip), DNS_PORT)
-            if dns_mode == RESOLVED:
-                await anyio.to_thread.run_sync(_configure_resolved, vif)
+        if settings.dns_ip is not None and dns_mode == RESOLVED:
+            await anyio.to_thread.run_sync(_configure_resolved, vif)
         _report(vif)
         yield vif
+
+
+async def _serve_ipv6(server: _dns.DNSServer, tasks: anyio.abc.TaskGroup) -> int:
+    """A second listener of ``server``, on [::1] and a free port, for the queries to IPv6
+    nameservers; its port, or 0 where the host has no IPv6 loopback (those queries are then
+    left alone, and cluster names resolve only through the IPv4 nameservers)."""
+    try:
+        _, port = await tasks.start(server.serve, "::1", 0)
+    except OSError as error:
+        log.warning(
+            "DNS: queries to the IPv6 nameservers of /etc/resolv.conf cannot be redirected "
+            "(no IPv6 loopback: %s); list an IPv4 nameserver first for cluster names to resolve",
+            error,
+        )
+        return 0
+    port_number: int = port
+    return port_number
 
 
 def _routable(

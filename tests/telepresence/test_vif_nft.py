@@ -17,6 +17,7 @@ import pytest
 
 from sandbox.node import netns as sandbox_netns
 from telepresence.vif._nft import (
+    FAMILY6,
     TABLE,
     DNSRedirect,
     NftError,
@@ -77,11 +78,11 @@ def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def set_contents(listing: dict[str, Any]) -> dict[str, set[str]]:
-    """Each set's elements as prefixes (a single address is listed bare: it is a /32)."""
+    """Each set's elements as prefixes (a single address is listed bare: a /32 or a /128)."""
 
     def prefix(element: Any) -> str:
         if isinstance(element, str):
-            return f"{element}/32"
+            return f"{element}/{128 if ':' in element else 32}"
         return f"{element['prefix']['addr']}/{element['prefix']['len']}"
 
     return {s["name"]: {prefix(e) for e in s.get("elem", ())} for s in items(listing, "set")}
@@ -255,7 +256,7 @@ def test_tcp_to_a_cluster_subnet_reaches_the_listener_with_its_destination(ns: s
 
 DNS_SERVER = """
 import socket, sys
-server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 server.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 while True:
@@ -265,11 +266,12 @@ while True:
 
 ASK = """
 import socket, sys
-client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ipv6 = ":" in sys.argv[1]
+client = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
 if len(sys.argv) > 3 and int(sys.argv[3]):  # the mark; 0: none
     client.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, int(sys.argv[3]))
 if len(sys.argv) > 4:  # the source port
-    client.bind(("0.0.0.0", int(sys.argv[4])))
+    client.bind(("::" if ipv6 else "0.0.0.0", int(sys.argv[4])))
 client.settimeout(2)
 client.sendto(b"query", (sys.argv[1], int(sys.argv[2])))
 try:
@@ -347,3 +349,74 @@ def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns
         for server in servers:
             server.kill()
             server.communicate()
+
+
+def test_dns_queries_to_an_ipv6_nameserver_reach_the_daemons_server_on_ipv6_loopback(
+    ns: str,
+) -> None:
+    ip(ns, "link", "set", "lo", "up")
+    ip(ns, "addr", "add", "192.0.2.53/32", "dev", "lo")
+    ip(ns, "addr", "add", "fd00::53/128", "dev", "lo", "nodad")
+    dns = DNSRedirect(
+        nameservers=(ipaddress.IPv6Address("fd00::53"), ipaddress.IPv4Address("192.0.2.53")),
+        server=ipaddress.IPv4Address("10.96.0.10"),
+        port=5353,
+        skip_mark=0x7E1F,
+        ipv6_port=5354,
+    )
+    given = Redirection(
+        subnets=(net("10.96.0.0/12"),),
+        never=(net("10.96.0.10/32"),),
+        tcp_port=4100,
+        udp_port=4200,
+        mark=0x7E1E,
+        dns=dns,
+    )
+    apply(given, netns=ns)
+    assert set_contents(listed(netns=ns))["dns_servers"] == {"192.0.2.53/32"}
+    assert set_contents(listed(family=FAMILY6, netns=ns))["dns_servers"] == {"fd00::53/128"}
+
+    python = ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c"]
+    servers = [
+        subprocess.Popen([*python, DNS_SERVER, *where], stdout=subprocess.PIPE, text=True)
+        for where in (("::1", "5354", "daemon"), ("fd00::53", "53", "nameserver"))
+    ]
+    try:
+        for server in servers:
+            assert server.stdout is not None
+            assert server.stdout.readline() == "ready\n"
+
+        def ask(*argv: str) -> str:
+            done = subprocess.run(
+                [*python, ASK, *argv], capture_output=True, text=True, check=True, timeout=20
+            )
+            return done.stdout.strip()
+
+        # Redirected to the daemon's listener on [::1], answered from the nameserver's address.
+        assert ask("fd00::53", "53") == "daemon:query fd00::53:53"
+        # The daemon's own (marked) query goes to the nameserver itself.
+        mark = str(0x7E1F)
+        assert ask("fd00::53", "53", mark) == "nameserver:query fd00::53:53"
+        # The conntrack zones keep the two kinds apart on a reused source port, as in IPv4.
+        for port, first, then in ((40003, mark, "0"), (40004, "0", mark)):
+            firsts = ask("fd00::53", "53", first, str(port))
+            thens = ask("fd00::53", "53", then, str(port))
+            assert {first: firsts, then: thens} == {
+                mark: "nameserver:query fd00::53:53",
+                "0": "daemon:query fd00::53:53",
+            }
+        # Applied again without the IPv6 listener: the ip6 table goes, queries are left alone.
+        apply(dataclasses.replace(given, dns=dataclasses.replace(dns, ipv6_port=0)), netns=ns)
+        with pytest.raises(NftError):
+            listed(family=FAMILY6, netns=ns)
+        assert ask("fd00::53", "53") == "nameserver:query fd00::53:53"
+        apply(given, netns=ns)
+    finally:
+        for server in servers:
+            server.kill()
+            server.communicate()
+    # Deleting removes both tables.
+    assert delete(netns=ns) is True
+    assert not exists(netns=ns)
+    with pytest.raises(NftError):
+        listed(family=FAMILY6, netns=ns)

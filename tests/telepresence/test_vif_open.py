@@ -91,6 +91,7 @@ async def main():
                 "rules": listing("ip", "rule"),
                 "routes": listing("ip", "route"),
                 "nft": listing("nft", "list", "table", "ip", "telepresence"),
+                "nft6": listing("nft", "list", "table", "ip6", "telepresence"),
             }
             if mode == "busy":
                 try:
@@ -103,7 +104,7 @@ async def main():
                 report["echo"] = (await stream.receive()).decode()
             report["asked"] = dialer.asked
             query = dns.message.make_query("echo.default.", "A")
-            server = "10.96.0.10" if mode != "redirect" else "192.0.2.53"
+            server = {"redirect": "192.0.2.53", "redirect6": "fd00::53"}.get(mode, "10.96.0.10")
             reply = await anyio.to_thread.run_sync(lambda: dns.query.udp(query, server, timeout=5))
             report["dns"] = [r.to_text() for r in reply.answer]
             if mode == "kill":
@@ -123,6 +124,7 @@ def ns() -> Iterator[str]:
     try:
         ip(name, "link", "set", "lo", "up")
         ip(name, "addr", "add", "192.0.2.53/32", "dev", "lo")  # the "laptop's" nameserver
+        ip(name, "addr", "add", "fd00::53/128", "dev", "lo", "nodad")  # ... and an IPv6 one
         yield name
     finally:
         sandbox_netns.kill_processes_in([name])
@@ -163,7 +165,8 @@ def child(
     program = tmp_path / "child.py"
     program.write_text(CHILD)
     resolv_conf = tmp_path / "resolv.conf"
-    resolv_conf.write_text("nameserver 192.0.2.53\nsearch corp.example\n")
+    first = "nameserver fd00::53\n" if mode == "redirect6" else ""
+    resolv_conf.write_text(f"{first}nameserver 192.0.2.53\nsearch corp.example\n")
     done = subprocess.run(
         ["ip", "netns", "exec", ns, sys.executable, str(program), mode, str(resolv_conf)],
         capture_output=True,
@@ -196,6 +199,19 @@ def test_redirect_mode_routes_redirects_resolves_and_takes_everything_down(
     assert report["asked"] == ["10.96.0.7:80"]
     assert report["dns"] == ["echo.default. 30 IN A 10.96.0.7"]
     assert state(ns) == before
+
+
+def test_redirect_mode_redirects_queries_to_an_ipv6_nameserver_too(ns: str, tmp_path: Path) -> None:
+    before = state(ns)
+    done, report = child(ns, tmp_path, "redirect6", {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/x"})
+    assert done.returncode == 0, done.stderr
+    assert report["mode"] == "redirect"
+    assert "fd00::53" in report["nft6"]
+    assert "redirect to :" in report["nft6"]
+    assert "fd00::53" not in report["nft"]
+    # A program asking the IPv6 nameserver, listed first, gets the cluster's answer.
+    assert report["dns"] == ["echo.default. 30 IN A 10.96.0.7"]
+    assert state(ns) == before  # both tables gone
 
 
 def test_resolved_mode_configures_the_link_and_reverts_it(
