@@ -123,9 +123,9 @@ class DNSRedirect:
     port: int
     #: The mark of the DNS server's own queries to the nameservers: not redirected.
     skip_mark: int
-    #: The port of the daemon's DNS server on ``::1``, where queries to the IPv6 nameservers
-    #: are redirected (``ip6`` has no DNAT from a packet's route to an IPv4 address); 0: none,
-    #: those queries are left alone.
+    #: The port of the daemon's DNS server's second listener, on ``::1``, where queries to the
+    #: IPv6 nameservers are redirected (an IPv6 packet cannot be sent on to the server's IPv4
+    #: address); 0: none, those queries are left alone.
     ipv6_port: int = 0
 
     @property
@@ -136,7 +136,7 @@ class DNSRedirect:
     def ipv6_nameservers(self) -> list[ipaddress.IPv6Address]:
         """Without their scopes (``fe80::1%eth0``): nft matches the address alone."""
         return [
-            ipaddress.IPv6Address(a.exploded.partition("%")[0])
+            ipaddress.IPv6Address(str(a).partition("%")[0])
             for a in self.nameservers
             if isinstance(a, ipaddress.IPv6Address)
         ]

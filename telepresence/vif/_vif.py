@@ -329,8 +329,7 @@ async def _serve_ipv6(server: _dns.DNSServer, tasks: anyio.abc.TaskGroup) -> int
             error,
         )
         return 0
-    port_number: int = port
-    return port_number
+    return int(port)
 
 
 def _routable(

@@ -420,3 +420,41 @@ def test_dns_queries_to_an_ipv6_nameserver_reach_the_daemons_server_on_ipv6_loop
     assert not exists(netns=ns)
     with pytest.raises(NftError):
         listed(family=FAMILY6, netns=ns)
+
+
+def test_ipv6_nameservers_get_an_ip6_table_in_the_same_transaction_scopes_dropped() -> None:
+    dns = DNSRedirect(
+        nameservers=(ipaddress.ip_address("fe80::1%eth0"), ipaddress.ip_address("192.0.2.53")),
+        server=ipaddress.IPv4Address("10.96.0.10"),
+        port=53,
+        skip_mark=0x7E1F,
+        ipv6_port=5354,
+    )
+    given = dataclasses.replace(redirection("10.96.0.0/12"), dns=dns)
+    commands = ruleset(given)["nftables"]
+    tables = [c["add"]["table"] for c in commands if "table" in c.get("add", {})]
+    assert tables == [{"family": "ip", "name": TABLE}] * 2 + [{"family": "ip6", "name": TABLE}] * 2
+    elements = {
+        c["add"]["set"]["family"]: c["add"]["set"].get("elem")
+        for c in commands
+        if c.get("add", {}).get("set", {}).get("name") == "dns_servers"
+    }
+    assert elements == {
+        "ip": [{"prefix": {"addr": "192.0.2.53", "len": 32}}],
+        "ip6": [{"prefix": {"addr": "fe80::1", "len": 128}}],
+    }
+    redirects = [
+        expression
+        for c in commands
+        if c.get("add", {}).get("rule", {}).get("family") == "ip6"
+        for expression in c["add"]["rule"]["expr"]
+        if "redirect" in expression
+    ]
+    assert redirects == [{"redirect": {"port": 5354}}] * 2  # UDP and TCP
+    # Without the IPv6 listener, or without IPv6 nameservers, there is no ip6 table.
+    for other in (
+        dataclasses.replace(dns, ipv6_port=0),
+        dataclasses.replace(dns, nameservers=(ipaddress.ip_address("192.0.2.53"),)),
+    ):
+        commands = ruleset(dataclasses.replace(given, dns=other))["nftables"]
+        assert all(c.get("add", {}).get("table", {}).get("family") != "ip6" for c in commands)
