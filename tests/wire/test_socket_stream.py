@@ -242,3 +242,27 @@ async def test_a_listener_serves_each_connection_until_closed() -> None:
     assert sock.fileno() < 0
     with pytest.raises(anyio.ClosedResourceError):
         await listener.accept()
+
+
+async def test_closing_wakes_a_task_waiting_to_send() -> None:
+    """A sender held back by a peer that does not read gets ``ClosedResourceError`` when the
+    stream is closed under it, and does not wait for the peer."""
+    async with peer() as (port, accepted):
+        stream = await shell.open_tcp("127.0.0.1", port)
+        with await accepted.receive(), anyio.fail_after(10):
+            errors: list[BaseException] = []
+
+            async def send() -> None:
+                try:
+                    while True:
+                        await stream.send(b"x" * 1024 * 1024)
+                except anyio.ClosedResourceError as error:
+                    errors.append(error)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send)
+                await anyio.sleep(0.3)  # the kernel's buffers fill up
+                await anyio.wait_all_tasks_blocked()
+                # Closed, not reset: the transport still holds unsent bytes it would deliver.
+                stream.close()
+            assert len(errors) == 1

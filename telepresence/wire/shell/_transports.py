@@ -191,7 +191,7 @@ class TransportByteStream(anyio.abc.ByteStream):
                 self._check_sendable()
             await anyio.lowlevel.checkpoint_if_cancelled()
             return
-        while protocol.writing_paused and not protocol.lost:
+        while protocol.writing_paused and not protocol.lost and not self._closed:
             if protocol.write_waiter is not None:
                 raise anyio.BusyResourceError("writing to")
             protocol.write_waiter = waiter = self._loop.create_future()
@@ -202,8 +202,8 @@ class TransportByteStream(anyio.abc.ByteStream):
         self._check_sendable()
 
     async def send_eof(self) -> None:
-        self._check_sendable()
         if not self._eof_sent:
+            self._check_sendable()
             self._eof_sent = True
             self._transport.write_eof()
         await anyio.lowlevel.checkpoint()
