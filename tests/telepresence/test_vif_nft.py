@@ -6,6 +6,7 @@ Each test gets a fresh namespace (``tpvif-<random>``) and removes it however the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import secrets
@@ -30,7 +31,7 @@ from telepresence.vif._nft import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -282,6 +283,49 @@ except TimeoutError:
 """
 
 
+@contextlib.contextmanager
+def udp_servers(ns: str, *servers: tuple[str, str, str]) -> Iterator[Callable[..., str]]:
+    """``DNS_SERVER``s in ``ns`` at each ``(address, port, name)``, until the block ends; the
+    block gets ``ask(address, port[, mark[, source port]])``, which runs ``ASK`` there."""
+    python = ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c"]
+    running = [
+        subprocess.Popen([*python, DNS_SERVER, *where], stdout=subprocess.PIPE, text=True)
+        for where in servers
+    ]
+    try:
+        for server in running:
+            assert server.stdout is not None
+            assert server.stdout.readline() == "ready\n"
+
+        def ask(*argv: str) -> str:
+            done = subprocess.run(
+                [*python, ASK, *argv], capture_output=True, text=True, check=True, timeout=20
+            )
+            return done.stdout.strip()
+
+        yield ask
+    finally:
+        for server in running:
+            server.kill()
+            server.communicate()
+
+
+def assert_zones_keep_queries_apart(
+    ask: Callable[..., str], nameserver: str, ports: tuple[int, int]
+) -> None:
+    """A program's query from the source port of one of the daemon's own a moment ago (its
+    conntrack entry, not redirected, still there) is redirected all the same, and the other
+    way round: the two kinds are in conntrack zones of their own."""
+    mark = str(0x7E1F)
+    for port, first, then in ((ports[0], mark, "0"), (ports[1], "0", mark)):
+        firsts = ask(nameserver, "53", first, str(port))
+        thens = ask(nameserver, "53", then, str(port))
+        assert {first: firsts, then: thens} == {
+            mark: f"nameserver:query {nameserver}:53",
+            "0": f"daemon:query {nameserver}:53",
+        }
+
+
 def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns: str) -> None:
     ip(ns, "link", "set", "lo", "up")
     ip(ns, "tuntap", "add", "dev", "vif0", "mode", "tun")
@@ -297,33 +341,12 @@ def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns
         port=5353,
         skip_mark=0x7E1F,
     )
-    given = Redirection(
-        subnets=(net("10.96.0.0/12"),),
-        never=(net("10.96.0.10/32"),),
-        tcp_port=4100,
-        udp_port=4200,
-        mark=0x7E1E,
-        dns=dns,
-    )
+    given = dataclasses.replace(redirection("10.96.0.0/12", never=("10.96.0.10/32",)), dns=dns)
     apply(given, netns=ns)
     assert set_contents(listed(netns=ns))["dns_servers"] == {"192.0.2.53/32"}
 
-    python = ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c"]
-    servers = [
-        subprocess.Popen([*python, DNS_SERVER, *where], stdout=subprocess.PIPE, text=True)
-        for where in (("10.96.0.10", "5353", "daemon"), ("192.0.2.53", "53", "nameserver"))
-    ]
-    try:
-        for server in servers:
-            assert server.stdout is not None
-            assert server.stdout.readline() == "ready\n"
-
-        def ask(*argv: str) -> str:
-            done = subprocess.run(
-                [*python, ASK, *argv], capture_output=True, text=True, check=True, timeout=20
-            )
-            return done.stdout.strip()
-
+    daemon, nameserver = ("10.96.0.10", "5353", "daemon"), ("192.0.2.53", "53", "nameserver")
+    with udp_servers(ns, daemon, nameserver) as ask:
         # Redirected to the daemon's server; the answer comes back from the nameserver's
         # address, as the program expects.
         assert ask("192.0.2.53", "53") == "daemon:query 192.0.2.53:53"
@@ -331,24 +354,10 @@ def test_dns_queries_to_the_nameserver_reach_the_daemons_server_unless_marked(ns
         assert ask("192.0.2.53", "53", str(0x7E1F)) == "nameserver:query 192.0.2.53:53"
         # Queries straight to the daemon's server are answered too.
         assert ask("10.96.0.10", "5353") == "daemon:query 10.96.0.10:5353"
-        # A program's query from the source port of one of the daemon's own a moment ago (its
-        # conntrack entry, not DNATed, still there) is redirected all the same, and the other
-        # way round: the two kinds are in conntrack zones of their own.
-        mark = str(0x7E1F)
-        for port, first, then in ((40001, mark, "0"), (40002, "0", mark)):
-            firsts = ask("192.0.2.53", "53", first, str(port))
-            thens = ask("192.0.2.53", "53", then, str(port))
-            assert {first: firsts, then: thens} == {
-                mark: "nameserver:query 192.0.2.53:53",
-                "0": "daemon:query 192.0.2.53:53",
-            }
+        assert_zones_keep_queries_apart(ask, "192.0.2.53", (40001, 40002))
         # Without the DNS redirect (the systemd-resolved mode), queries are left alone.
         apply(dataclasses.replace(given, dns=None), netns=ns)
         assert ask("192.0.2.53", "53") == "nameserver:query 192.0.2.53:53"
-    finally:
-        for server in servers:
-            server.kill()
-            server.communicate()
 
 
 def test_dns_queries_to_an_ipv6_nameserver_reach_the_daemons_server_on_ipv6_loopback(
@@ -364,57 +373,25 @@ def test_dns_queries_to_an_ipv6_nameserver_reach_the_daemons_server_on_ipv6_loop
         skip_mark=0x7E1F,
         ipv6_port=5354,
     )
-    given = Redirection(
-        subnets=(net("10.96.0.0/12"),),
-        never=(net("10.96.0.10/32"),),
-        tcp_port=4100,
-        udp_port=4200,
-        mark=0x7E1E,
-        dns=dns,
-    )
+    given = dataclasses.replace(redirection("10.96.0.0/12", never=("10.96.0.10/32",)), dns=dns)
     apply(given, netns=ns)
     assert set_contents(listed(netns=ns))["dns_servers"] == {"192.0.2.53/32"}
     assert set_contents(listed(family=FAMILY6, netns=ns))["dns_servers"] == {"fd00::53/128"}
 
-    python = ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c"]
-    servers = [
-        subprocess.Popen([*python, DNS_SERVER, *where], stdout=subprocess.PIPE, text=True)
-        for where in (("::1", "5354", "daemon"), ("fd00::53", "53", "nameserver"))
-    ]
-    try:
-        for server in servers:
-            assert server.stdout is not None
-            assert server.stdout.readline() == "ready\n"
-
-        def ask(*argv: str) -> str:
-            done = subprocess.run(
-                [*python, ASK, *argv], capture_output=True, text=True, check=True, timeout=20
-            )
-            return done.stdout.strip()
-
+    daemon, nameserver = ("::1", "5354", "daemon"), ("fd00::53", "53", "nameserver")
+    with udp_servers(ns, daemon, nameserver) as ask:
         # Redirected to the daemon's listener on [::1], answered from the nameserver's address.
         assert ask("fd00::53", "53") == "daemon:query fd00::53:53"
         # The daemon's own (marked) query goes to the nameserver itself.
-        mark = str(0x7E1F)
-        assert ask("fd00::53", "53", mark) == "nameserver:query fd00::53:53"
+        assert ask("fd00::53", "53", str(0x7E1F)) == "nameserver:query fd00::53:53"
         # The conntrack zones keep the two kinds apart on a reused source port, as in IPv4.
-        for port, first, then in ((40003, mark, "0"), (40004, "0", mark)):
-            firsts = ask("fd00::53", "53", first, str(port))
-            thens = ask("fd00::53", "53", then, str(port))
-            assert {first: firsts, then: thens} == {
-                mark: "nameserver:query fd00::53:53",
-                "0": "daemon:query fd00::53:53",
-            }
+        assert_zones_keep_queries_apart(ask, "fd00::53", (40003, 40004))
         # Applied again without the IPv6 listener: the ip6 table goes, queries are left alone.
         apply(dataclasses.replace(given, dns=dataclasses.replace(dns, ipv6_port=0)), netns=ns)
         with pytest.raises(NftError):
             listed(family=FAMILY6, netns=ns)
         assert ask("fd00::53", "53") == "nameserver:query fd00::53:53"
         apply(given, netns=ns)
-    finally:
-        for server in servers:
-            server.kill()
-            server.communicate()
     # Deleting removes both tables.
     assert delete(netns=ns) is True
     assert not exists(netns=ns)
