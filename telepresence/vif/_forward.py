@@ -288,7 +288,7 @@ async def serve_tcp(
 async def _forward_connection(sock: socket.socket, peer: Address, dialer: ClusterDialer) -> None:
     """One program's connection, from its original destination to the end; whatever happens
     ends here."""
-    client: anyio.abc.ByteStream | None = None
+    client: TransportByteStream | SocketByteStream | None = None
     finished = False
     try:
         # The program made its own choice about Nagle on its socket; ours would only add a
@@ -322,7 +322,7 @@ async def _forward_connection(sock: socket.socket, peer: Address, dialer: Cluste
     except Exception:
         log.exception("TCP from %s:%d: unexpected error", *peer)
     finally:
-        if isinstance(client, TransportByteStream | SocketByteStream):
+        if client is not None:
             client.close(reset=not finished)
         else:  # never wrapped: the socket is still ours
             if not finished:
