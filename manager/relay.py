@@ -69,7 +69,8 @@ class SocketDialer:
 
     async def connect_tcp(self, address: IPAddress, port: int) -> anyio.abc.ByteStream:
         # Not anyio.connect_tcp: its task group (happy eyeballs, for one address) and its
-        # transport cost more than the rest of a short connection's relaying.
+        # socket stream (which re-registers with the poller on every receive) cost more than
+        # the rest of a short connection's relaying.
         return await shell.open_tcp(str(address), port)
 
     async def connect_udp(
