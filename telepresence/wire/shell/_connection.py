@@ -45,6 +45,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import sniffio
+from anyio.streams.tls import TLSStream
 
 from telepresence.wire import mux
 from telepresence.wire.mux import Address, OpenRequest, Protocol, ResetReason, Role
@@ -568,10 +569,41 @@ async def _running(
             anyio.move_on_after(CLOSE_GRACE),
             contextlib.suppress(anyio.BrokenResourceError, ssl.SSLError, OSError),
         ):
+            if not connection._transport_done:
+                await _linger(transport)
             await transport.aclose()
         await anyio.aclose_forcefully(transport)
     if body_error is not None:
         raise body_error
+
+
+async def _linger(transport: anyio.abc.ByteStream) -> None:
+    """Tell the peer that nothing more comes, then read (and drop) what it still sends until
+    it closes too. Closing a socket that has unread bytes, or that the peer still writes to,
+    resets the connection; and a peer that meets the reset while writing (a window update,
+    a pong) loses what it had received and not yet read, such as the frames sent just before
+    our GO_AWAY. Both ends do this, so neither waits for the other; CLOSE_GRACE bounds it.
+    """
+    if not await _half_close(transport):
+        return  # the peer cannot be told, and would wait for us as we for it
+    try:
+        while True:
+            await transport.receive(RECEIVE_SIZE)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+
+
+async def _half_close(stream: anyio.abc.AnyByteStream) -> bool:
+    """Send the end of ``stream``; False if it cannot end one direction only."""
+    try:
+        await stream.send_eof()
+    except NotImplementedError:
+        # TLS cannot half-close (anyio's TLS stream refuses), the stream under it may; both
+        # ends of a mux take the end of what carries the TLS for the end of the TLS stream.
+        if isinstance(stream, TLSStream):
+            return await _half_close(stream.transport_stream)
+        return False
+    return True
 
 
 @asynccontextmanager
