@@ -297,6 +297,59 @@ async def test_stalled_reader_does_not_stop_other_streams() -> None:
             tasks.cancel_scope.cancel()
 
 
+async def _connected(
+    transport: anyio.abc.ByteStream,
+    *,
+    task_status: anyio.abc.TaskStatus[shell.MuxConnection] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    async with shell.connect(transport) as connection:
+        task_status.started(connection)
+        await anyio.sleep_forever()
+
+
+async def test_a_frame_whose_rest_does_not_come_does_not_hold_back_the_one_before() -> None:
+    """A reader whose data has come goes on reading while the next frame is half there (its
+    rest was written with it), but only for a moment: here the rest never comes, as when a
+    segment is lost, and the complete frame before it is still delivered."""
+    transport, far = memory_stream_pair()
+    core = mux.Connection(mux.Role.SERVER, now=0.0)
+
+    async def answer_handshake_and_open() -> int:
+        while True:
+            core.receive_data(await far.receive(), 0.0)
+            if core.state is mux.State.AWAIT_ACCEPT:
+                core.accept_hello(0.0)
+            while (event := core.next_event()) is not None:
+                if isinstance(event, mux.StreamOpened):
+                    core.accept_stream(event.stream_id)
+                    await far.send(core.data_to_send())
+                    return event.stream_id
+            if core.outbound_size:
+                await far.send(core.data_to_send())
+
+    opened: list[int] = []
+
+    async def far_end() -> None:
+        opened.append(await answer_handshake_and_open())
+
+    async with far, anyio.create_task_group() as tasks:
+        tasks.start_soon(far_end)
+        connection = await tasks.start(_connected, transport)
+        stream = await connection.open_stream("10.0.0.1", 80)
+        assert core.send_data(opened[0], b"first") == 5
+        assert core.send_data(opened[0], b"x" * 1000) == 1000
+        frames = core.data_to_send()
+        cut = 2 * mux.HEADER_SIZE + 5 + 500  # the first frame and half of the second
+        await far.send(frames[:cut])
+        with anyio.fail_after(5):
+            assert await stream.receive() == b"first"
+        await far.send(frames[cut:])
+        with anyio.fail_after(5):
+            assert await stream.receive() == b"x" * 1000
+        await far.aclose()
+        tasks.cancel_scope.cancel()
+
+
 async def test_close_from_another_task_ends_a_receive_while_the_peer_is_quiet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

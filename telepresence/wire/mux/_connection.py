@@ -211,6 +211,15 @@ class Connection:
         """A GO_AWAY was sent or received: no new streams on this connection."""
         return self._go_away_sent or self._go_away_received
 
+    @property
+    def mid_frame(self) -> bool:
+        """Part of a frame has arrived and the rest has not: the peer wrote it whole, so the
+        rest is on its way. (Never while the server checks credentials: what the client
+        sent early then waits in the buffer, and nothing more comes.)"""
+        return self.state is State.OPEN and (
+            self._partial_frame is not None or self._inbound.size > 0
+        )
+
     def can_open_stream(self) -> bool:
         """Whether ``open_stream()`` would succeed now (handshake done, under the peer's limit,
         nobody going away)."""

@@ -54,6 +54,8 @@ from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream, _Stre
 
 #: How much the reader asks the transport for at once: several frames per call.
 RECEIVE_SIZE = 256 * 1024
+#: Reads a task whose wait is fulfilled goes on with to complete a frame that has begun.
+MID_FRAME_READS = 16
 #: Seconds without a read after which the idle reader task starts reading.
 IDLE_READ_DELAY = 0.005
 #: Seconds ``aclose()`` gives the writer to flush the final frames before it drops the link.
@@ -426,7 +428,18 @@ class MuxConnection:
                     self._read_done = done
                     self._read_scope = scope
                 try:
-                    while not done() and not core.closed:
+                    extra = 0
+                    while not core.closed:
+                        if done():
+                            # Fulfilled, but the next frame has begun to arrive: its rest was
+                            # written with it and is on its way, so finish it while this task
+                            # holds the read (a bulk transfer then takes several frames per
+                            # wait instead of one; each wait costs a cancel scope). Should the
+                            # rest be late (a lost segment), the idle reader ends this read
+                            # within IDLE_READ_DELAY, as it ends any fulfilled read.
+                            if not core.mid_frame or extra >= MID_FRAME_READS:
+                                break
+                            extra += 1
                         data = await receive(RECEIVE_SIZE)
                         # A read that completes no frame changes nothing here (what other
                         # tasks change ends this read through its scope): read on.
@@ -473,6 +486,8 @@ class MuxConnection:
             # Credit handed on by a sender, or output taken by the writer, can fulfil what
             # the reading task waits for. Ending its read at once would cost a cancellation
             # each time; usually the peer's next frames end it first, so it is done here.
+            # (So is the read of a task that has what it waited for and finishes a frame
+            # whose rest is late.)
             self._end_fulfilled_read()
             if self._reading or self._reads != seen:
                 seen = self._reads
