@@ -54,6 +54,9 @@ from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream, _Stre
 
 #: How much the reader asks the transport for at once: several frames per call.
 RECEIVE_SIZE = 256 * 1024
+#: ...except from TLS, which hands over one record per read, 16 KiB at most: CPython's ssl
+#: allocates what is asked for and then shrinks it, and 256 KiB allocations cost page faults.
+TLS_RECEIVE_SIZE = 16 * 1024
 #: Reads a task whose wait is fulfilled goes on with to complete a frame that has begun.
 MID_FRAME_READS = 16
 #: Seconds without a read after which the idle reader task starts reading.
@@ -73,6 +76,7 @@ class MuxConnection:
 
     def __init__(self, transport: anyio.abc.ByteStream, core: mux.Connection) -> None:
         self._transport = transport
+        self._receive_size = TLS_RECEIVE_SIZE if isinstance(transport, TLSStream) else RECEIVE_SIZE
         self._core = core
         self._streams: dict[int, _StreamBase] = {}
         # Senders waiting for connection credit, first come first served: a window update is
@@ -421,6 +425,7 @@ class MuxConnection:
         """Read and dispatch until ``done()``; then let the next waiter read."""
         core = self._core
         receive = self._transport.receive
+        size = self._receive_size
         self._reading = True
         try:
             with self._cancel_scope() as scope:
@@ -440,11 +445,11 @@ class MuxConnection:
                             if not core.mid_frame or extra >= MID_FRAME_READS:
                                 break
                             extra += 1
-                        data = await receive(RECEIVE_SIZE)
+                        data = await receive(size)
                         # A read that completes no frame changes nothing here (what other
                         # tasks change ends this read through its scope): read on.
                         while not core.receive_data(data, monotonic()):
-                            data = await receive(RECEIVE_SIZE)
+                            data = await receive(size)
                         self._reads += 1
                         self._pump()
                 finally:
