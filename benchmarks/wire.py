@@ -7,13 +7,17 @@ run it measures:
 - bulk throughput, client to peer: raw TLS (the baseline), one mux stream, 64 mux streams;
 - 64-byte request/response round trips: raw TLS and one mux stream.
 
-Every transfer is checked: the peer answers with the byte count it received, and the echo
-must return exactly what was sent. Figures are MB/s (10^6 bytes per second) and microseconds.
+The contenders' connections are opened once and take turns in short rounds, so that the
+machine's slow spells (loopback TCP alone moves between 1.3 and 3 GB/s from one moment to
+the next on the development VM) fall on all of them alike. Every transfer is checked: the
+peer answers each round with the byte count it received, and the echo must return exactly
+what was sent. Figures are MB/s (10^6 bytes per second) and microseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,6 +43,11 @@ if TYPE_CHECKING:
 SINK_PORT = 1  # mux destination ports: what the peer does with a stream
 ECHO_PORT = 2
 CHUNK = 64 * 1024
+#: What a sink asks for at once. Raw TLS hands over a record per read, 16 KiB at most (asking
+#: more only makes CPython's ssl allocate a larger buffer and shrink it; the mux reads TLS the
+#: same way); a mux stream hands over a frame's payload, 64 KiB at most.
+RAW_READ = 16 * 1024
+MUX_READ = 256 * 1024
 MESSAGE = 64
 COUNT = struct.Struct("!Q")
 BACKENDS = ("asyncio", "uvloop", "trio")
@@ -61,22 +70,35 @@ async def _receive_exactly(stream: anyio.abc.ByteReceiveStream, size: int) -> by
     return bytes(data)
 
 
-async def _raw_session(stream: anyio.abc.ByteStream) -> None:
-    """Raw TLS: 'S' + length: sink that many bytes, answer the count; 'E': echo 64-byte
-    messages until the client closes."""
-    mode = await _receive_exactly(stream, 1)
-    if mode == b"S":
-        (length,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
+async def _sink(stream: anyio.abc.ByteStream, read_size: int) -> None:
+    """Rounds of bulk data: a length, that many bytes, answered with the count received. A
+    length of 0 (or the end of the stream) ends them."""
+    while True:
+        try:
+            header = await _receive_exactly(stream, COUNT.size)
+        except anyio.EndOfStream:
+            return
+        (length,) = COUNT.unpack(header)
+        if not length:
+            return
         received = 0
         while received < length:
-            received += len(await stream.receive(1 << 18))
+            received += len(await stream.receive(min(read_size, length - received)))
         await stream.send(COUNT.pack(received))
-    else:
-        try:
-            while True:
-                await stream.send(await stream.receive())
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            pass
+
+
+async def _echo(stream: anyio.abc.ByteStream) -> None:
+    try:
+        while True:
+            await stream.send(await stream.receive())
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        pass
+
+
+async def _raw_session(stream: anyio.abc.ByteStream) -> None:
+    """Raw TLS: 'S' for rounds of bulk data (``_sink``), 'E' to echo until the client closes."""
+    mode = await _receive_exactly(stream, 1)
+    await (_sink(stream, RAW_READ) if mode == b"S" else _echo(stream))
     await stream.aclose()
 
 
@@ -84,15 +106,7 @@ async def _mux_stream(stream: shell.MuxStream | shell.MuxDatagramStream) -> None
     assert isinstance(stream, shell.MuxStream)
     stream.accept()
     async with stream:
-        if stream.destination.port == SINK_PORT:
-            received = 0
-            async for chunk in stream:
-                received += len(chunk)
-            await stream.send(COUNT.pack(received))
-            await stream.send_eof()
-        else:
-            async for chunk in stream:
-                await stream.send(chunk)
+        await (_sink(stream, MUX_READ) if stream.destination.port == SINK_PORT else _echo(stream))
 
 
 async def _mux_session(transport: anyio.abc.ByteStream) -> None:
@@ -141,41 +155,27 @@ async def _connect_tls(peer: Peer, port: int) -> TLSStream:
     )
 
 
-async def raw_throughput(peer: Peer, size: int) -> float:
-    stream = await _connect_tls(peer, peer.raw_port)
-    chunk = os.urandom(CHUNK)
-    start = time.perf_counter()
-    await stream.send(b"S" + COUNT.pack(size))
-    for _ in range(size // CHUNK):
-        await stream.send(chunk)
-    (received,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
-    elapsed = time.perf_counter() - start
-    await stream.aclose()
-    assert received == size, f"peer received {received} of {size} bytes"
-    return size / elapsed / 1e6
+async def _send_round(streams: list[anyio.abc.ByteStream], size: int, chunk: bytes) -> int:
+    """Send ``size`` bytes split over ``streams`` at once; returns the bytes the peer counted."""
+    per_stream = max(CHUNK, size // len(streams) // CHUNK * CHUNK)  # 0 would end the sink
+    counted = 0
 
+    async def one(stream: anyio.abc.ByteStream) -> None:
+        nonlocal counted
+        await stream.send(COUNT.pack(per_stream))
+        for _ in range(per_stream // CHUNK):
+            await stream.send(chunk)
+        (received,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
+        assert received == per_stream, f"peer received {received} of {per_stream} bytes"
+        counted += received
 
-async def mux_throughput(peer: Peer, size: int, streams: int) -> float:
-    transport = await _connect_tls(peer, peer.mux_port)
-    chunk = os.urandom(CHUNK)
-    per_stream = size // streams // CHUNK * CHUNK
-    async with shell.connect(transport) as connection:
-
-        async def one() -> None:
-            stream = await connection.open_stream("127.0.0.1", SINK_PORT)
-            for _ in range(per_stream // CHUNK):
-                await stream.send(chunk)
-            await stream.send_eof()
-            (received,) = COUNT.unpack(await _receive_exactly(stream, COUNT.size))
-            assert received == per_stream, f"peer received {received} of {per_stream}"
-            await stream.aclose()
-
-        start = time.perf_counter()
+    if len(streams) == 1:
+        await one(streams[0])  # no task group: raw TLS and one mux stream are run alike
+    else:
         async with anyio.create_task_group() as tasks:
-            for _ in range(streams):
-                tasks.start_soon(one)
-        elapsed = time.perf_counter() - start
-    return per_stream * streams / elapsed / 1e6
+            for stream in streams:
+                tasks.start_soon(one, stream)
+    return counted
 
 
 async def _round_trips(stream: anyio.abc.ByteStream, count: int) -> list[float]:
@@ -190,46 +190,73 @@ async def _round_trips(stream: anyio.abc.ByteStream, count: int) -> list[float]:
     return samples
 
 
-async def raw_rtt(peer: Peer, count: int) -> list[float]:
-    stream = await _connect_tls(peer, peer.raw_port)
-    await stream.send(b"E")
-    samples = await _round_trips(stream, count)
-    await stream.aclose()
-    return samples
+THROUGHPUT = ("raw", "mux_1", "mux_64")
 
 
-async def mux_rtt(peer: Peer, count: int) -> list[float]:
-    transport = await _connect_tls(peer, peer.mux_port)
-    async with shell.connect(transport) as connection:
-        stream = await connection.open_stream("127.0.0.1", ECHO_PORT)
-        samples = await _round_trips(stream, count)
-        await stream.aclose()
-    return samples
+async def _throughput(peer: Peer, size: int, rounds: int) -> dict[str, list[float]]:
+    """Each contender's rate in every round, MB/s."""
+    async with contextlib.AsyncExitStack() as stack:
+        raw = await _connect_tls(peer, peer.raw_port)
+        stack.push_async_callback(raw.aclose)
+        await raw.send(b"S")
+        streams: dict[str, list[anyio.abc.ByteStream]] = {"raw": [raw]}
+        for name, count in (("mux_1", 1), ("mux_64", 64)):
+            transport = await _connect_tls(peer, peer.mux_port)
+            connection = await stack.enter_async_context(shell.connect(transport))
+            streams[name] = [
+                await connection.open_stream("127.0.0.1", SINK_PORT) for _ in range(count)
+            ]
+        # Warm up every path (TCP's buffers and the mux's windows grow on the first
+        # megabytes). Then the contenders take turns, each round in a rotated order, so
+        # that none always follows the same one.
+        chunk = os.urandom(CHUNK)
+        for name in THROUGHPUT:
+            await _send_round(streams[name], size, chunk)
+        rates: dict[str, list[float]] = {name: [] for name in THROUGHPUT}
+        for turn in range(rounds):
+            for name in THROUGHPUT[turn % 3 :] + THROUGHPUT[: turn % 3]:
+                start = time.perf_counter()
+                sent = await _send_round(streams[name], size, chunk)
+                rates[name].append(sent / (time.perf_counter() - start) / 1e6)
+        for stream in (stream for group in streams.values() for stream in group):
+            await stream.send(COUNT.pack(0))
+    return rates
 
 
-async def _measure(peer: Peer, size: int, round_trips: int, repeat: int) -> dict[str, float]:
-    # Interleave the contenders and report each one's median run, so that a burst of load
-    # from elsewhere on the machine (or one lucky run) moves one sample, not one contender.
-    await raw_throughput(peer, size // 8)  # warm up both paths
-    await mux_throughput(peer, size // 8, 1)
-    raw, one, many = [], [], []
-    for _ in range(repeat):
-        raw.append(await raw_throughput(peer, size))
-        one.append(await mux_throughput(peer, size, 1))
-        many.append(await mux_throughput(peer, size, 64))
-    raw_samples = await raw_rtt(peer, round_trips)
-    mux_samples = await mux_rtt(peer, round_trips)
+async def _latency(peer: Peer, round_trips: int) -> tuple[list[float], list[float]]:
+    """Round trips on raw TLS and on one mux stream, in alternating blocks, seconds."""
+    async with contextlib.AsyncExitStack() as stack:
+        raw = await _connect_tls(peer, peer.raw_port)
+        stack.push_async_callback(raw.aclose)
+        await raw.send(b"E")
+        transport = await _connect_tls(peer, peer.mux_port)
+        connection = await stack.enter_async_context(shell.connect(transport))
+        mux = await connection.open_stream("127.0.0.1", ECHO_PORT)
+        stack.push_async_callback(mux.aclose)
+        raw_samples: list[float] = []
+        mux_samples: list[float] = []
+        block = max(1, round_trips // 10)
+        for start in range(0, round_trips, block):
+            count = min(block, round_trips - start)
+            raw_samples += await _round_trips(raw, count)
+            mux_samples += await _round_trips(mux, count)
+    return raw_samples, mux_samples
+
+
+async def _measure(peer: Peer, size: int, round_trips: int, rounds: int) -> dict[str, float]:
+    rates = await _throughput(peer, size, rounds)
+    raw_samples, mux_samples = await _latency(peer, round_trips)
     return {
-        "raw_tls_MBps": statistics.median(raw),
-        "mux_1_MBps": statistics.median(one),
-        "mux_64_MBps": statistics.median(many),
+        "raw_tls_MBps": statistics.median(rates["raw"]),
+        "mux_1_MBps": statistics.median(rates["mux_1"]),
+        "mux_64_MBps": statistics.median(rates["mux_64"]),
         "raw_rtt_p50_us": percentile(raw_samples, 0.5) * 1e6,
         "raw_rtt_p99_us": percentile(raw_samples, 0.99) * 1e6,
         "mux_rtt_p50_us": percentile(mux_samples, 0.5) * 1e6,
         "mux_rtt_p99_us": percentile(mux_samples, 0.99) * 1e6,
-        "raw_tls_MBps_best": max(raw),
-        "mux_1_MBps_best": max(one),
-        "mux_64_MBps_best": max(many),
+        "raw_tls_MBps_best": max(rates["raw"]),
+        "mux_1_MBps_best": max(rates["mux_1"]),
+        "mux_64_MBps_best": max(rates["mux_64"]),
     }
 
 
@@ -250,7 +277,7 @@ def _pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpus[cpu]})
 
 
-def run(backend: str, size: int, round_trips: int, repeat: int) -> dict[str, Any]:
+def run(backend: str, size: int, round_trips: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tpmux-bench-") as directory:
         context = _make_material(Path(directory))
         command = [sys.executable, "-m", "benchmarks.wire", "peer", backend, directory]
@@ -262,7 +289,7 @@ def run(backend: str, size: int, round_trips: int, repeat: int) -> dict[str, Any
                 assert child.stdout is not None
                 ports = json.loads(child.stdout.readline())
                 peer = Peer(ports["raw"], ports["mux"], context)
-                figures = _run(backend, _measure, peer, size, round_trips, repeat)
+                figures = _run(backend, _measure, peer, size, round_trips, rounds)
             finally:
                 os.sched_setaffinity(0, allowed)
                 assert child.stdin is not None
@@ -328,14 +355,16 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="event loop for both processes (default: each in turn)",
     )
-    parser.add_argument("--mib", type=int, default=512, help="MiB per throughput run")
+    parser.add_argument(
+        "--mib", type=int, default=64, help="MiB each throughput contender sends per round"
+    )
     parser.add_argument("--round-trips", type=int, default=5000)
     parser.add_argument(
-        "--repeat", type=int, default=5, help="runs per contender; the median is reported"
+        "--rounds", type=int, default=12, help="turns of each contender; the median is reported"
     )
     args = parser.parse_args(argv)
     backends = BACKENDS if args.backend == "all" else (args.backend,)
-    results = [run(b, args.mib * 1024 * 1024, args.round_trips, args.repeat) for b in backends]
+    results = [run(b, args.mib * 1024 * 1024, args.round_trips, args.rounds) for b in backends]
     print_table(results)
     if args.json:
         # The headline keys are those of the first backend (asyncio, the daemons' default
