@@ -57,7 +57,8 @@ RECEIVE_SIZE = 256 * 1024
 #: ...except from TLS, which hands over one record per read, 16 KiB at most: CPython's ssl
 #: allocates what is asked for and then shrinks it, and 256 KiB allocations cost page faults.
 TLS_RECEIVE_SIZE = 16 * 1024
-#: Reads a task whose wait is fulfilled goes on with to complete a frame that has begun.
+#: Frames a task whose wait is fulfilled goes on to read, at most, while each next one has
+#: begun to arrive (see ``_read``).
 MID_FRAME_READS = 16
 #: Seconds without a read after which the idle reader task starts reading.
 IDLE_READ_DELAY = 0.005
