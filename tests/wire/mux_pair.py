@@ -1,10 +1,28 @@
-"""Two sans-I/O cores wired back to back, with a clock the test moves by hand."""
+"""Two sans-I/O cores wired back to back, with a clock the test moves by hand; and a bare
+server core answering a shell's handshake over a byte stream."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import monotonic
+from typing import TYPE_CHECKING
 
 from telepresence.wire import mux
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+
+async def serve_handshake(stream: anyio.abc.ByteStream) -> mux.Connection:
+    """A server core that has read the client's hello from ``stream`` and answered it: the
+    far end of a shell ``connect()`` that a test drives frame by frame."""
+    core = mux.Connection(mux.Role.SERVER, now=monotonic())
+    while not core.is_open:
+        core.receive_data(await stream.receive(), monotonic())
+        if core.state is mux.State.AWAIT_ACCEPT:
+            core.accept_hello(monotonic())
+    await stream.send(core.data_to_send())
+    return core
 
 
 @dataclass

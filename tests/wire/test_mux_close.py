@@ -20,7 +20,8 @@ import pytest
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from telepresence.wire import mux, shell, tls
+from telepresence.wire import shell, tls
+from tests.wire.mux_pair import serve_handshake
 
 if TYPE_CHECKING:
     import ssl
@@ -85,13 +86,8 @@ async def test_closing_end_is_not_reset_by_a_peer_that_still_writes() -> None:
     seen: list[str] = []
 
     async def peer(stream: anyio.abc.ByteStream) -> None:
-        core = mux.Connection(mux.Role.SERVER, now=monotonic())
         try:
-            while not core.is_open:
-                core.receive_data(await stream.receive(), monotonic())
-                if core.state is mux.State.AWAIT_ACCEPT:
-                    core.accept_hello(monotonic())
-                await stream.send(core.data_to_send())
+            core = await serve_handshake(stream)
 
             async def keep_writing() -> None:
                 while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import asynccontextmanager
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import anyio
@@ -13,6 +14,7 @@ from anyio import wait_all_tasks_blocked
 
 from telepresence.wire import mux, shell
 from tests.wire.memory_transport import MemoryByteStream, memory_stream_pair
+from tests.wire.mux_pair import serve_handshake
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -312,30 +314,26 @@ async def test_a_frame_whose_rest_does_not_come_does_not_hold_back_the_one_befor
     rest was written with it), but only for a moment: here the rest never comes, as when a
     segment is lost, and the complete frame before it is still delivered."""
     transport, far = memory_stream_pair()
-    core = mux.Connection(mux.Role.SERVER, now=0.0)
+    cores: list[mux.Connection] = []
+    opened: list[int] = []
 
-    async def answer_handshake_and_open() -> int:
+    async def far_end() -> None:
+        core = await serve_handshake(far)
+        cores.append(core)
         while True:
-            core.receive_data(await far.receive(), 0.0)
-            if core.state is mux.State.AWAIT_ACCEPT:
-                core.accept_hello(0.0)
             while (event := core.next_event()) is not None:
                 if isinstance(event, mux.StreamOpened):
                     core.accept_stream(event.stream_id)
                     await far.send(core.data_to_send())
-                    return event.stream_id
-            if core.outbound_size:
-                await far.send(core.data_to_send())
-
-    opened: list[int] = []
-
-    async def far_end() -> None:
-        opened.append(await answer_handshake_and_open())
+                    opened.append(event.stream_id)
+                    return
+            core.receive_data(await far.receive(), monotonic())
 
     async with far, anyio.create_task_group() as tasks:
         tasks.start_soon(far_end)
         connection = await tasks.start(_connected, transport)
         stream = await connection.open_stream("10.0.0.1", 80)
+        core = cores[0]
         assert core.send_data(opened[0], b"first") == 5
         assert core.send_data(opened[0], b"x" * 1000) == 1000
         frames = core.data_to_send()
