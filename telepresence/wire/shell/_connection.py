@@ -591,14 +591,14 @@ async def _running(
             contextlib.suppress(anyio.BrokenResourceError, ssl.SSLError, OSError),
         ):
             if not connection._transport_done:
-                await _linger(transport)
+                await _linger(transport, connection._receive_size)
             await transport.aclose()
         await anyio.aclose_forcefully(transport)
     if body_error is not None:
         raise body_error
 
 
-async def _linger(transport: anyio.abc.ByteStream) -> None:
+async def _linger(transport: anyio.abc.ByteStream, receive_size: int) -> None:
     """Tell the peer that nothing more comes, then read (and drop) what it still sends until
     it closes too. Closing a socket that has unread bytes, or that the peer still writes to,
     resets the connection; and a peer that meets the reset while writing (a window update,
@@ -609,7 +609,7 @@ async def _linger(transport: anyio.abc.ByteStream) -> None:
         return  # the peer cannot be told, and would wait for us as we for it
     try:
         while True:
-            await transport.receive(RECEIVE_SIZE)
+            await transport.receive(receive_size)
     except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
         pass
 
