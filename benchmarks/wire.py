@@ -214,7 +214,8 @@ async def _throughput(peer: Peer, size: int, rounds: int) -> dict[str, list[floa
             await _send_round(streams[name], size, chunk)
         rates: dict[str, list[float]] = {name: [] for name in THROUGHPUT}
         for turn in range(rounds):
-            for name in THROUGHPUT[turn % 3 :] + THROUGHPUT[: turn % 3]:
+            first = turn % len(THROUGHPUT)
+            for name in THROUGHPUT[first:] + THROUGHPUT[:first]:
                 start = time.perf_counter()
                 sent = await _send_round(streams[name], size, chunk)
                 rates[name].append(sent / (time.perf_counter() - start) / 1e6)
