@@ -482,6 +482,9 @@ def _context(*, server_side: bool, alpn: str | Sequence[str]) -> ssl.SSLContext:
     # A peer that vanishes without close_notify is reported as broken, not as a clean end of the
     # stream, so a truncated stream is never mistaken for a complete one.
     context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    # No TLS 1.2 renegotiation (TLS 1.3 has none): a write never has to wait for a read, which
+    # the mux relies on when it writes from a task that may be cancelled.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     protocols = [alpn] if isinstance(alpn, str) else list(alpn)
     if protocols:
         context.set_alpn_protocols(protocols)

@@ -35,6 +35,7 @@ when the body failed or was cancelled.
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import typing
 from collections import deque
@@ -46,11 +47,13 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import sniffio
+from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from telepresence.wire import mux
 from telepresence.wire.mux import Address, OpenRequest, Protocol, ResetReason, Role
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
+from telepresence.wire.shell._sockets import NoWaitSender, SocketByteStream
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream, _StreamBase
 
 if typing.TYPE_CHECKING:
@@ -96,6 +99,25 @@ def _anyio_scope() -> Callable[..., _Scope]:
     return type(anyio.CancelScope())
 
 
+def _no_wait_sender(
+    transport: anyio.abc.ByteStream, on_unsent: Callable[[], None]
+) -> NoWaitSender | None:
+    """Put a NoWaitSender under ``transport``'s TLS (or around it, without TLS) when what
+    carries it is a TCP socket stream; None when it is something else."""
+    under = transport.transport_stream if isinstance(transport, TLSStream) else transport
+    if not isinstance(under, anyio.abc.SocketStream | SocketByteStream):
+        return None
+    sock = under.extra(SocketAttribute.raw_socket, None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    sender = NoWaitSender(under, sock, on_unsent)
+    if isinstance(transport, TLSStream):
+        # The TLS stream sends and receives through its transport_stream: from here on,
+        # through the sender, for as long as the connection (which owns the stream) runs.
+        transport.transport_stream = sender
+    return sender
+
+
 class CredentialsRefused(Exception):
     """Raised by an ``authenticate`` callback to refuse a client; the message reaches it."""
 
@@ -104,6 +126,11 @@ class MuxConnection:
     """A running mux connection. Get one from :func:`connect` or :func:`accept`."""
 
     def __init__(self, transport: anyio.abc.ByteStream, core: mux.Connection) -> None:
+        on_trio = sniffio.current_async_library() == "trio"
+        # On trio, sends to the socket under the connection never wait (see _flush_inline).
+        self._sender = _no_wait_sender(transport, self._wake_writer) if on_trio else None
+        if self._sender is not None and not isinstance(transport, TLSStream):
+            transport = self._sender
         self._transport = transport
         self._receive_size = TLS_RECEIVE_SIZE if isinstance(transport, TLSStream) else RECEIVE_SIZE
         self._core = core
@@ -112,7 +139,7 @@ class MuxConnection:
         # handed to one waiter at a time instead of waking them all to fight over it.
         self._credit_queue: dict[_StreamBase, None] = {}
         self._writing = False  # a task is inside transport.send()
-        self._shield_writes = sniffio.current_async_library() != "asyncio"
+        self._shield_writes = self._sender is None  # see _flush_inline
         self._incoming: deque[_StreamBase] = deque()  # bounded by the core's stream limit
         self._incoming_closed = False
         self._reading = False  # a task is inside transport.receive()
@@ -132,7 +159,6 @@ class MuxConnection:
         # The same for cancel scopes: the reading task enters one per read, and on trio an
         # inline write one more. On trio, trio's own scope: anyio's wraps it, which cost a
         # sixth more per scope (made, entered and left: 6.7 against 5.8 us).
-        on_trio = sniffio.current_async_library() == "trio"
         self._cancel_scope = _trio_scope() if on_trio else _anyio_scope()
         self._next_shield = self._cancel_scope(shield=True)
         self._set_event = self._event()  # set for good: see _StreamBase.__init__
@@ -353,11 +379,13 @@ class MuxConnection:
         """Write what the core queued from the calling task, if the writer is idle.
 
         This saves the writer task's switch on every message. The writer being idle means
-        the transport is not backed up, so the write completes promptly; it is shielded
-        because a write cut short by cancellation would leave half a frame on the wire. (On
-        asyncio a write hands every byte to the transport before it can be cancelled, so the
-        shield, which costs a tenth of a small write, is only raised on trio, whose socket
-        writes are loops.) Returns whether it wrote.
+        the transport is not backed up, so the write completes promptly. But a write must not
+        be cut short: that would leave half a frame on the wire, and anyio's TLS stream breaks
+        for good when a send under it is interrupted, even after the bytes were handed over.
+        So the write is shielded from cancellation, except on trio over a socket, where it
+        goes to a NoWaitSender that never waits (the writer task flushes what the kernel did
+        not take): there a shield cost a seventh of a small message's round trip, while on
+        asyncio its cost is lost in the noise. Returns whether it wrote.
         """
         core = self._core
         if self._writing or not core.outbound_size:
@@ -383,9 +411,13 @@ class MuxConnection:
         finally:
             self._writing = False
             self._output_taken.set()
-            if core.outbound_size:  # left over when a write failed
+            # Left over when a write failed; or kept by the sender, for the writer to flush.
+            if core.outbound_size or (self._sender is not None and self._sender.unsent):
                 self._output_wakeup.set()
         return True
+
+    def _wake_writer(self) -> None:
+        self._output_wakeup.set()
 
     def _on_terminated(self, error: ConnectionLostError) -> None:
         for stream in list(self._streams.values()):
@@ -536,8 +568,18 @@ class MuxConnection:
     async def _write_loop(self) -> None:
         core = self._core
         send = self._transport.send
+        sender = self._sender
         try:
             while True:
+                if sender is not None and sender.unsent and not self._writing:
+                    # What the kernel did not take goes out before anything more is taken
+                    # from the core: that is where senders wait when the link is backed up.
+                    self._writing = True
+                    try:
+                        await sender.flush()
+                    finally:
+                        self._writing = False
+                    continue
                 data = b"" if self._writing else core.data_to_send()
                 if data:
                     self._output_taken.set()
@@ -595,6 +637,7 @@ async def _running(
     transport: anyio.abc.ByteStream, core: mux.Connection
 ) -> AsyncIterator[MuxConnection]:
     connection = MuxConnection(transport, core)
+    transport = connection._transport  # with a NoWaitSender around it, that
     # The body's own error is re-raised after the task group, so that callers see it as it
     # is rather than wrapped in an ExceptionGroup by the group it happened to run inside.
     body_error: Exception | None = None

@@ -243,7 +243,8 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
         data = item if isinstance(item, bytes) else bytes(item)
         size = len(data)
         position = 0
-        waited = False
+        waited = False  # in a wait that is a checkpoint
+        wrote = False  # inline
         while True:
             self._check_open()
             if self._sent_eof:
@@ -256,8 +257,7 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
                 if connection._credit_queue:
                     connection._pump(wake_writer=False)
                 if size < BULK_SEND or core.outbound_size >= WRITE_BATCH:
-                    if await connection._flush_inline():
-                        waited = True
+                    wrote = await connection._flush_inline() or wrote
                 else:
                     # Bulk: leave the frames queued, so that the sends that follow join them
                     # in one transport write of up to WRITE_BATCH bytes (TLS costs far less
@@ -273,12 +273,20 @@ class MuxStream(_StreamBase, anyio.abc.ByteStream):
                 waited = True
             else:
                 break
-        if not waited:
-            # Queued without waiting: check for cancellation but keep the loop, as receive()
-            # does. A sender then puts out a run of frames (up to OUTPUT_HIGH_WATER, where it
-            # waits for the writer) rather than one frame per loop pass interleaved with every
-            # other sender's, and the reader of each run on the far side wakes once, not per
-            # frame: +7% for 64 streams on asyncio.
+        if waited:
+            return
+        if wrote and connection._sender is not None:
+            # Written to a socket whose sends never give up the loop: give it up here, as a
+            # socket send does, so that a task sending message after message does not hold
+            # the loop until its credit runs out. (A reply is on its way by now.)
+            await anyio.lowlevel.checkpoint()
+        else:
+            # Queued without waiting, or written through a shield (which gave up the loop
+            # but checked for no cancellation): check for cancellation but keep the loop, as
+            # receive() does. A sender of bulk then puts out a run of frames (up to
+            # OUTPUT_HIGH_WATER, where it waits for the writer) rather than one frame per loop
+            # pass interleaved with every other sender's, and the reader of each run on the
+            # far side wakes once, not per frame: +7% for 64 streams on asyncio.
             await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def send_eof(self) -> None:
@@ -312,5 +320,7 @@ class MuxDatagramStream(_StreamBase, anyio.abc.UnreliableObjectStream[bytes]):
         if not connection._core.send_datagram(self.stream_id, bytes(item)):
             self.dropped += 1
         connection._pump(wake_writer=False)
-        if not await connection._flush_inline():
+        if await connection._flush_inline() and connection._sender is None:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # the shielded write gave up the loop
+        else:
             await anyio.lowlevel.checkpoint()
