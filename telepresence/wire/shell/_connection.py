@@ -156,7 +156,7 @@ class MuxConnection:
         # backend's own class is built directly: ``anyio.Event()`` looks the backend up on
         # every call, which was a tenth of the cost of a small message.
         self._event: Callable[[], anyio.Event] = type(anyio.Event())
-        # The same for cancel scopes: the reading task enters one per read, and on trio an
+        # The same for cancel scopes: the reading task enters one per read, and a shielded
         # inline write one more. On trio, trio's own scope: anyio's wraps it, which cost a
         # sixth more per scope (made, entered and left: 6.7 against 5.8 us).
         self._cancel_scope = _trio_scope() if on_trio else _anyio_scope()
