@@ -17,7 +17,8 @@ from anyio import wait_all_tasks_blocked
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from telepresence.wire import shell, tls
+from telepresence.wire import shell
+from tests.wire.loopback_tls import localhost_contexts
 
 if TYPE_CHECKING:
     import ssl
@@ -33,11 +34,7 @@ SMALL_BUFFER = 4096
 
 @pytest.fixture(scope="module")
 def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = tls.create_ca("Mux cancel test CA")
-    server = tls.issue_certificate(
-        ca, "localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True
-    )
-    return tls.server_context(server), tls.client_context(ca.certificate)
+    return localhost_contexts("Mux cancel test CA")
 
 
 def message(number: int) -> bytes:

@@ -20,7 +20,8 @@ import pytest
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from telepresence.wire import shell, tls
+from telepresence.wire import shell
+from tests.wire.loopback_tls import localhost_contexts
 from tests.wire.mux_pair import serve_handshake
 
 if TYPE_CHECKING:
@@ -34,11 +35,7 @@ type Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
 
 @pytest.fixture(scope="module")
 def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = tls.create_ca("Mux close test CA")
-    server = tls.issue_certificate(
-        ca, "localhost", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True
-    )
-    return tls.server_context(server), tls.client_context(ca.certificate)
+    return localhost_contexts("Mux close test CA")
 
 
 @pytest.fixture(params=["tcp", "tls"])
