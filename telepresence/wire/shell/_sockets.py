@@ -138,9 +138,9 @@ class NoWaitSender(anyio.abc.ByteStream):
     good when a send to the stream under it raises, a cancellation included (the record's
     sequence number is spent), and on trio a socket send can be cancelled whenever the
     kernel's buffer is full. So a task that writes through TLS had to shield the write from
-    cancellation, at a seventh of a small message's round trip on trio; under this stream the
-    write cannot be interrupted, and only the flush waits, outside TLS. A send that the kernel
-    takes whole also leaves the loop to the calling task, which saves a pass of the loop.
+    cancellation, which cost 15 µs of a 170 µs round trip of small messages on trio. Under
+    this stream the write cannot be interrupted, and only the flush waits, outside TLS. Nor
+    does a send give up the loop: the caller does that once its bytes are on their way.
 
     For backends whose socket streams write the socket directly (trio's): on asyncio a
     stream's transport has a buffer of its own, which writing past it would overtake.
