@@ -295,6 +295,7 @@ def test_contexts_trust_only_the_given_ca(
     client = tls.client_context(ca.certificate, identity=agent, alpn="tpmux/1")
     for context in (server, client):
         assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert context.options & ssl.OP_NO_RENEGOTIATION
         assert context.verify_mode == ssl.CERT_REQUIRED
         assert context.cert_store_stats()["x509_ca"] == 1
         assert context.get_ca_certs()[0]["subject"] == (
