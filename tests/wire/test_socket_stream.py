@@ -266,3 +266,37 @@ async def test_closing_wakes_a_task_waiting_to_send() -> None:
                 # Closed, not reset: the transport still holds unsent bytes it would deliver.
                 stream.close()
             assert len(errors) == 1
+
+
+async def test_a_no_wait_sender_keeps_what_the_kernel_did_not_take() -> None:
+    # Under the mux's TLS on trio: a send returns at once, and a flush that is cancelled
+    # loses nothing, in order, whatever the caller does to its buffer afterwards.
+    near, far = socket.socketpair()
+    near.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    kept: list[int] = []
+    sender = shell.NoWaitSender(shell.SocketByteStream(near), near, lambda: kept.append(1))
+    reader = shell.SocketByteStream(far)
+    first = bytearray(os.urandom(1024 * 1024))
+    expected = bytes(first) + b"after"
+    async with sender, reader:
+        await sender.send(first)  # returns at once, the socket being far too small
+        assert 0 < sender.unsent < len(first)
+        assert kept == [1]
+        first[:] = bytes(len(first))  # the caller reuses its buffer: what was kept is a copy
+        await sender.send(b"after")  # goes behind what is kept
+        before = sender.unsent
+        with anyio.move_on_after(0.05):
+            await sender.flush()  # nobody reads: the kernel takes nothing more
+        assert sender.unsent == before
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < len(expected):
+                received.extend(await reader.receive())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(read_all)
+            await sender.flush()
+        assert sender.unsent == 0
+        assert bytes(received) == expected

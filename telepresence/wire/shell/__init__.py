@@ -22,7 +22,7 @@ from telepresence.wire.shell._connection import (
     connect,
 )
 from telepresence.wire.shell._errors import ConnectionLostError, HandshakeError, StreamResetError
-from telepresence.wire.shell._sockets import SocketByteStream, reset_on_close
+from telepresence.wire.shell._sockets import NoWaitSender, SocketByteStream, reset_on_close
 from telepresence.wire.shell._splice import splice
 from telepresence.wire.shell._streams import MuxDatagramStream, MuxStream
 from telepresence.wire.shell._transports import (
@@ -39,6 +39,7 @@ __all__ = [
     "MuxConnection",
     "MuxDatagramStream",
     "MuxStream",
+    "NoWaitSender",
     "SocketByteStream",
     "SocketListener",
     "StreamResetError",
