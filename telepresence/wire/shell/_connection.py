@@ -411,8 +411,8 @@ class MuxConnection:
         finally:
             self._writing = False
             self._output_taken.set()
-            # Left over when a write failed; or kept by the sender, for the writer to flush.
-            if core.outbound_size or (self._sender is not None and self._sender.unsent):
+            # Left over when a write failed. (What the sender kept, it woke the writer for.)
+            if core.outbound_size:
                 self._output_wakeup.set()
         return True
 
